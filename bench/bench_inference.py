@@ -1,0 +1,156 @@
+"""Inference speed and peak memory of the release-size Hermes-R network (random weights).
+
+Times what ``configs/inference.json`` does per volume once the image is preprocessed: 128³ sliding-window
+inference with half overlap over a 1.5 mm volume, one sigmoid channel per task, thresholded at 0.5.
+The default volume (300×300×250 voxels at 1.5 mm, 15 tasks) is an abdominal CT of AMOS size.
+
+    python bench/bench_inference.py                       # CUDA (bf16 autocast) then CPU (fp32), default volume
+    python bench/bench_inference.py --devices cpu --size 128 128 128 --repeats 1
+    python bench/bench_inference.py --json results.json   # also write the numbers
+
+Each measurement runs in its own subprocess so that the CPU peak RSS (``resource.getrusage``) and the CUDA peak
+(``torch.cuda.max_memory_allocated``) belong to that measurement alone. Without a GPU the CUDA part prints a skip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1] / "bundle"
+DEFAULT_SIZE = (300, 300, 250)
+
+
+def _build_inferer(roi: int, overlap: float, sw_batch_size: int):
+    from monai.inferers import SlidingWindowInferer
+
+    return SlidingWindowInferer(roi_size=(roi,) * 3, sw_batch_size=sw_batch_size, overlap=overlap, mode="constant")
+
+
+def measure(device: str, size: tuple[int, int, int], tasks: int, repeats: int, roi: int, overlap: float,
+            sw_batch_size: int, base_channels: int, threads: int | None) -> dict:
+    """Time ``repeats`` volumes after one warm-up volume; returns seconds per volume and the peak memory."""
+    import torch
+
+    sys.path.insert(0, str(BUNDLE_ROOT))
+    from scripts.networks.hermes import HermesResUNet
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = HermesResUNet(in_channels=1, base_channels=base_channels, num_tasks=72, num_modalities=6).to(device).eval()
+    params = sum(p.numel() for p in net.parameters())
+    inferer = _build_inferer(roi, overlap, sw_batch_size)
+    image = torch.randn(1, 1, *size, device=device)
+    task_index = torch.arange(4, 4 + tasks, device=device).reshape(1, tasks) % 71  # amos_ct has ids 4-18
+    modality_index = torch.zeros(1, dtype=torch.long, device=device)
+
+    def segment(x):
+        return net(x, task_index, modality_index, return_modality_logits=False)
+
+    def one_volume() -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad(), torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            mask = torch.sigmoid(inferer(image, segment).float()) > 0.5
+        if device == "cuda":
+            torch.cuda.synchronize()
+        assert mask.shape == (1, tasks, *size)
+        return time.perf_counter() - start
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    warmup = one_volume()
+    times = [one_volume() for _ in range(repeats)]
+    result = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}"
+        f" ({torch.get_num_threads()} threads)",
+        "precision": "bf16 autocast" if device == "cuda" else "fp32",
+        "volume_voxels": list(size),
+        "tasks": tasks,
+        "roi": roi,
+        "overlap": overlap,
+        "base_channels": base_channels,
+        "parameters": params,
+        "warmup_s": round(warmup, 3),
+        "seconds_per_volume": round(min(times), 3) if times else round(warmup, 3),
+        "all_times_s": [round(t, 3) for t in times],
+        # ru_maxrss is in KiB on Linux
+        "peak_host_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+    }
+    if device == "cuda":
+        result["peak_cuda_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return result
+
+
+def _run_in_subprocess(args: argparse.Namespace, device: str) -> dict:
+    command = [sys.executable, __file__, "--worker", device, "--size", *map(str, args.size), "--tasks", str(args.tasks),
+               "--repeats", str(args.repeats), "--roi", str(args.roi), "--overlap", str(args.overlap),
+               "--sw-batch-size", str(args.sw_batch_size), "--base-channels", str(args.base_channels)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        return {"device": device, "error": completed.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", nargs="+", default=["cuda", "cpu"], choices=["cuda", "cpu"])
+    parser.add_argument("--size", nargs=3, type=int, default=list(DEFAULT_SIZE), metavar=("D", "H", "W"),
+                        help="preprocessed volume in voxels at 1.5 mm (default: %(default)s)")
+    parser.add_argument("--tasks", type=int, default=15, help="task channels segmented at once (default 15, AMOS CT)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed volumes after one warm-up volume")
+    parser.add_argument("--roi", type=int, default=128)
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--sw-batch-size", type=int, default=1)
+    parser.add_argument("--base-channels", type=int, default=32, help="32 is the release network (60.9 M parameters)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this new JSON file")
+    parser.add_argument("--worker", choices=["cuda", "cpu"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(measure(args.worker, tuple(args.size), args.tasks, args.repeats, args.roi, args.overlap,
+                                 args.sw_batch_size, args.base_channels, args.threads)))
+        return
+
+    import torch
+
+    results = []
+    for device in args.devices:
+        if device == "cuda" and not torch.cuda.is_available():
+            print("cuda: SKIPPED - no CUDA device visible to torch "
+                  f"(torch {torch.__version__}, CUDA build {torch.version.cuda})", flush=True)
+            results.append({"device": "cuda", "skipped": "no CUDA device"})
+            continue
+        print(f"{device}: measuring {args.size} voxels, {args.tasks} tasks, roi {args.roi}, "
+              f"overlap {args.overlap}, base {args.base_channels} ...", flush=True)
+        result = _run_in_subprocess(args, device)
+        results.append(result)
+        if "error" in result:
+            print(f"{device}: FAILED - {result['error']}", flush=True)
+            continue
+        memory = f"peak host RSS {result['peak_host_rss_gib']} GiB"
+        if device == "cuda":
+            memory = f"peak CUDA allocated {result['peak_cuda_allocated_gib']} GiB, " + memory
+        print(f"{device}: {result['seconds_per_volume']} s/volume ({result['precision']}, {result['device_name']}; "
+              f"warm-up {result['warmup_s']} s), {memory}", flush=True)
+    if args.json:
+        if args.json.exists():
+            raise SystemExit(f"{args.json} already exists; choose a new file name")
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+
+if __name__ == "__main__":
+    main()

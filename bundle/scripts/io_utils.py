@@ -1,0 +1,44 @@
+"""Small file helpers shared by the bundle's commands: atomic writes and safe checkpoint loading."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save ``obj`` with ``torch.save`` so that ``path`` is either the old file or the complete new one, never half.
+
+    Raises ``FileExistsError`` when ``path`` exists and ``overwrite`` is False, so nothing a user had is lost.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def safe_torch_load(path: str | os.PathLike) -> Any:
+    """Load a checkpoint with ``weights_only=True``; a clear ``ValueError`` names the file when that is impossible."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a PyTorch checkpoint that loads with weights_only=True ({first_line})") from err

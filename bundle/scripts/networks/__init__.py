@@ -1,0 +1,5 @@
+"""Hermes networks."""
+
+from .hermes import HermesResUNet
+
+__all__ = ["HermesResUNet"]

@@ -1,0 +1,145 @@
+"""Hermes-R: the ResUNet backbone with context-prior learning (Gao et al., CVPR 2024).
+
+Computes what the published Hermes-R computes (checked against reference outputs in tests/test_network_parity.py);
+the published checkpoint loads after renaming with ``scripts.convert_checkpoint``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .blocks import DecoderStage, EncoderStage, Stem
+from .heads import ModalityHead, PosteriorPrototypeHead
+from .priors import PriorFusionLayer
+
+# Channel multipliers of the five resolution levels, relative to the base width.
+LEVEL_WIDTHS = (1, 2, 4, 8, 10)
+# Where priors are fused: (level, number of prior-attention blocks) after encoder stages 2-4, then decoder stages 1-2.
+FUSION_SITES = ((2, 2), (3, 2), (4, 4), (3, 2), (2, 2))
+# Total down-sampling factor. The published network floors odd sizes when max-pooling, which silently drops border
+# voxels; by default the bundle rejects such inputs instead (inference pads to a multiple of this).
+SIZE_DIVISOR = 16
+
+
+class HermesResUNet(nn.Module):
+    """Universal segmentation network: one binary output channel per requested task.
+
+    Args:
+        in_channels: image channels (1 for CT, PET and single-sequence MRI).
+        base_channels: width of the full-resolution level (32 in the release).
+        num_blocks: residual blocks in encoder stages 1-4; decoder stages 1-3 mirror stages 3-1, the last has 2.
+        num_tasks: task prior rows, excluding the null row (72 in the release: 71 tasks + one unused row).
+        num_modalities: modality prior rows (6 in the release: CT, PET, T1, T2, cine MRI, unknown MRI).
+        modality_tokens: tokens per modality (10 in the release).
+        size_divisor: every input side must be a multiple of this (16 = no voxel lost to pooling); 1 accepts any size
+            and then behaves exactly like the published code, flooring odd sizes.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        base_channels: int = 32,
+        num_blocks: Sequence[int] = (2, 2, 2, 2),
+        num_tasks: int = 72,
+        num_modalities: int = 6,
+        modality_tokens: int = 10,
+        size_divisor: int = SIZE_DIVISOR,
+    ) -> None:
+        super().__init__()
+        if len(num_blocks) != 4:
+            raise ValueError(f"num_blocks needs one count per encoder stage (4), got {list(num_blocks)}")
+        if base_channels < 1 or num_tasks < 1 or num_modalities < 1 or modality_tokens < 1:
+            raise ValueError("base_channels, num_tasks, num_modalities and modality_tokens must all be positive")
+        self.num_tasks = num_tasks
+        self.size_divisor = size_divisor
+        self.num_modalities = num_modalities
+        widths = [w * base_channels for w in LEVEL_WIDTHS]
+
+        self.stem = Stem(in_channels, widths[0])
+        self.encoder = nn.ModuleList(
+            EncoderStage(widths[i], widths[i + 1], num_blocks[i]) for i in range(4)
+        )
+        decoder_blocks = (num_blocks[2], num_blocks[1], num_blocks[0], 2)
+        self.decoder = nn.ModuleList(
+            DecoderStage(widths[4 - i], widths[3 - i], decoder_blocks[i]) for i in range(4)
+        )
+        self.fusion = nn.ModuleList(
+            PriorFusionLayer(widths[level], blocks, num_tasks, num_modalities, modality_tokens)
+            for level, blocks in FUSION_SITES
+        )
+        token_dim = sum(widths[level] for level, _ in FUSION_SITES)  # 34 × base
+        self.task_head = PosteriorPrototypeHead(token_dim, widths[0])
+        self.modality_head = ModalityHead(token_dim, num_modalities)
+
+    def _check_inputs(self, image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> None:
+        if image.ndim != 5:
+            raise ValueError(f"image must be B×C×D×H×W, got shape {tuple(image.shape)}")
+        if any(s % self.size_divisor for s in image.shape[2:]):
+            raise ValueError(
+                f"every spatial size must be a multiple of {self.size_divisor}, got {tuple(image.shape[2:])}; "
+                "pad the image (the bundle's inference pads automatically)"
+            )
+        if task_index.ndim != 2 or task_index.shape[0] != image.shape[0]:
+            raise ValueError(f"task_index must be B×n with B={image.shape[0]}, got shape {tuple(task_index.shape)}")
+        if modality_index.shape[0] != image.shape[0] or modality_index.ndim != 1:
+            raise ValueError(
+                f"modality_index must have shape (B,) or (B, 1) with B={image.shape[0]}, got {tuple(modality_index.shape)}"
+            )
+        if task_index.dtype.is_floating_point or modality_index.dtype.is_floating_point:
+            raise TypeError("task_index and modality_index must be integer tensors")
+        if not torch.compiler.is_compiling() and task_index.numel():
+            if int(task_index.min()) < -1 or int(task_index.max()) >= self.num_tasks:
+                raise ValueError(f"task ids must lie in [-1, {self.num_tasks - 1}], got {task_index.tolist()}")
+            if int(modality_index.min()) < -1 or int(modality_index.max()) >= self.num_modalities:
+                raise ValueError(
+                    f"modality ids must lie in [-1, {self.num_modalities - 1}], got {modality_index.tolist()}"
+                )
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        task_index: torch.Tensor,
+        modality_index: torch.Tensor,
+        return_modality_logits: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        """Segment the requested tasks.
+
+        Args:
+            image: B×C×D×H×W, spatial sizes multiples of 16.
+            task_index: B×n global task ids; −1 pads a shorter task list (null token).
+            modality_index: B or B×1 modality ids; −1 = MRI of unknown sequence.
+            return_modality_logits: also return the modality head's B×M logits (sliding-window inference skips them).
+
+        Returns:
+            ``(seg_logits B×n×D×H×W, modality_logits B×M)``, or only ``seg_logits``.
+        """
+        if modality_index.ndim == 2 and modality_index.shape[1] == 1:
+            modality_index = modality_index[:, 0]
+        self._check_inputs(image, task_index, modality_index)
+        n = task_index.shape[1]
+
+        skips = [self.stem(image)]
+        tokens = []
+        x = skips[0]
+        for level, stage in enumerate(self.encoder, start=1):
+            x = stage(x)
+            if level >= 2:  # fusion after encoder stages 2, 3 and 4
+                x, priors = self.fusion[level - 2](x, task_index, modality_index)
+                tokens.append(priors)
+            skips.append(x)
+
+        x = skips[4]
+        for i, stage in enumerate(self.decoder):
+            x = stage(x, skips[3 - i])
+            if i < 2:  # fusion after decoder stages 1 and 2
+                x, priors = self.fusion[3 + i](x, task_index, modality_index)
+                tokens.append(priors)
+
+        posterior = torch.cat(tokens, dim=2)  # B × (n + L) × 34·base
+        seg_logits = self.task_head(x, posterior[:, :n])
+        if not return_modality_logits:
+            return seg_logits
+        return seg_logits, self.modality_head(posterior[:, n:])
