@@ -1,7 +1,8 @@
 """Inference speed and peak memory of the release-size Hermes-R network (random weights).
 
-Times what ``configs/inference.json`` does per volume once the image is preprocessed: 128³ sliding-window
-inference with half overlap over a 1.5 mm volume, one sigmoid channel per task, thresholded at 0.5.
+Times what ``configs/inference.json`` does per volume once the image is preprocessed: its sliding-window inferer
+(128³ windows, half overlap) over a 1.5 mm volume with its ``TaskSegmenter`` (bf16 autocast on CUDA, one sigmoid
+channel per task), thresholded at 0.5. Loading, resampling and writing files are not included.
 The default volume (300×300×250 voxels at 1.5 mm, 15 tasks) is an abdominal CT of AMOS size.
 
     python bench/bench_inference.py                       # CUDA (bf16 autocast) then CPU (fp32), default volume
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -28,9 +30,22 @@ DEFAULT_SIZE = (300, 300, 250)
 
 
 def _build_inferer(roi: int, overlap: float, sw_batch_size: int):
-    from monai.inferers import SlidingWindowInferer
+    """The sliding-window inferer exactly as configs/inference.json declares it, with the given window settings."""
+    from monai.bundle import ConfigParser
 
-    return SlidingWindowInferer(roi_size=(roi,) * 3, sw_batch_size=sw_batch_size, overlap=overlap, mode="constant")
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.json"))
+    parser.update({"roi_size": [roi] * 3, "overlap": overlap, "sw_batch_size": sw_batch_size})
+    return parser.get_parsed_content("inferer")
+
+
+def window_count(size: tuple[int, int, int], roi: int, overlap: float) -> int:
+    """Windows the sliding-window inferer runs over a volume of ``size`` (MONAI's scan: step roi*(1-overlap))."""
+    step = max(1, int(roi * (1 - overlap)))
+    count = 1
+    for s in size:
+        count *= 1 if s <= roi else math.ceil((s - roi) / step) + 1
+    return count
 
 
 def measure(device: str, size: tuple[int, int, int], tasks: int, repeats: int, roi: int, overlap: float,
@@ -39,6 +54,7 @@ def measure(device: str, size: tuple[int, int, int], tasks: int, repeats: int, r
     import torch
 
     sys.path.insert(0, str(BUNDLE_ROOT))
+    from scripts.inference.network import TaskSegmenter
     from scripts.networks.hermes import HermesResUNet
 
     if threads:
@@ -51,15 +67,14 @@ def measure(device: str, size: tuple[int, int, int], tasks: int, repeats: int, r
     task_index = torch.arange(4, 4 + tasks, device=device).reshape(1, tasks) % 71  # amos_ct has ids 4-18
     modality_index = torch.zeros(1, dtype=torch.long, device=device)
 
-    def segment(x):
-        return net(x, task_index, modality_index, return_modality_logits=False)
+    segmenter = TaskSegmenter(net, amp=True)  # the inference segmenter: bf16 autocast on CUDA, sigmoid per task
 
     def one_volume() -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with torch.no_grad(), torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            mask = torch.sigmoid(inferer(image, segment).float()) > 0.5
+        with torch.no_grad():
+            mask = inferer(image, segmenter, task_index, modality_index) > 0.5
         if device == "cuda":
             torch.cuda.synchronize()
         assert mask.shape == (1, tasks, *size)
@@ -71,12 +86,13 @@ def measure(device: str, size: tuple[int, int, int], tasks: int, repeats: int, r
     times = [one_volume() for _ in range(repeats)]
     result = {
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}"
-        f" ({torch.get_num_threads()} threads)",
+        "device_name": torch.cuda.get_device_name() if device == "cuda"
+        else f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)",
         "precision": "bf16 autocast" if device == "cuda" else "fp32",
         "volume_voxels": list(size),
         "tasks": tasks,
         "roi": roi,
+        "windows": window_count(size, roi, overlap),
         "overlap": overlap,
         "base_channels": base_channels,
         "parameters": params,
@@ -126,6 +142,8 @@ def main() -> None:
 
     import torch
 
+    if args.json and args.json.exists():
+        raise SystemExit(f"{args.json} already exists; choose a new file name")
     results = []
     for device in args.devices:
         if device == "cuda" and not torch.cuda.is_available():
@@ -143,11 +161,10 @@ def main() -> None:
         memory = f"peak host RSS {result['peak_host_rss_gib']} GiB"
         if device == "cuda":
             memory = f"peak CUDA allocated {result['peak_cuda_allocated_gib']} GiB, " + memory
-        print(f"{device}: {result['seconds_per_volume']} s/volume ({result['precision']}, {result['device_name']}; "
+        print(f"{device}: {result['seconds_per_volume']} s/volume ({result['windows']} windows; "
+              f"{result['precision']}, {result['device_name']}; "
               f"warm-up {result['warmup_s']} s), {memory}", flush=True)
     if args.json:
-        if args.json.exists():
-            raise SystemExit(f"{args.json} already exists; choose a new file name")
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
 

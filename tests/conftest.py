@@ -25,3 +25,12 @@ def shared_fixtures() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference fixtures not found at {path} (they ship in ../shared beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_suite() -> dict:
+    """The built-in sample suite (real pyradiomics/mricron-data cases + synthetic PET) as {"root", "datalist",
+    "task_registry", ...}; fetched once from PyPI/Debian into $HERMES_SAMPLE_DIR or ~/.cache/... and reused after."""
+    from scripts.sample_data import ensure_sample_suite
+
+    return ensure_sample_suite()

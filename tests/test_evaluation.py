@@ -116,7 +116,8 @@ def test_native_and_resampled_space_differ_as_expected(tmp_path: Path):
 
 def _row(case, dataset, task_id, task, dice, hd95, status, r_dice=None, r_hd95=None, r_status=None):
     row = {"case": case, "dataset": dataset, "task_id": task_id, "task": task, "modality": "ct"}
-    for space, d, h, s in (("native", dice, hd95, status), ("resampled", r_dice or dice, r_hd95 or hd95, r_status or status)):
+    resampled = (r_dice or dice, r_hd95 or hd95, r_status or status)
+    for space, d, h, s in (("native", dice, hd95, status), ("resampled", *resampled)):
         row.update({f"{space}_dice": d, f"{space}_hd95_mm": h, f"{space}_nsd": d, f"{space}_status": s,
                     f"{space}_label_voxels": 0 if s in ("absent", "false_positive") else 10,
                     f"{space}_pred_voxels": 0 if s in ("absent", "missed") else 10})
@@ -156,3 +157,185 @@ def test_tables_average_labelled_cases_and_never_overwrite(tmp_path: Path):
     assert len(written) == len(rows) and written[2]["native_status"] == "missed"
     assert written[2]["native_hd95_mm"] == "nan"
     assert write_markdown(report, tmp_path / "metrics.md").read_text() == report
+
+
+def test_evaluation_cases_name_modality_and_report_unusable_datalists(tmp_path: Path, bundle_root: Path):
+    import json
+
+    from scripts.evaluation.cases import LABEL_FILE_KEY, EvaluationCases
+
+    spacing = (1.0, 1.0, 2.0)
+    _save_mask(tmp_path / "kits_img.nii.gz", np.zeros((8, 8, 4)), spacing)
+    kits_label = np.zeros((8, 8, 4))
+    kits_label[1:3, 1:3, 1:3] = 1
+    _save_mask(tmp_path / "kits_lab.nii.gz", kits_label, spacing)
+    chaos_label = np.zeros((8, 8, 4))
+    chaos_label[2:4, 2:4, 1:3] = 2
+    _save_mask(tmp_path / "chaos_img.nii.gz", np.zeros((8, 8, 4)), spacing)
+    _save_mask(tmp_path / "chaos_lab.nii.gz", chaos_label, spacing)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"validation": [
+        {"image": "kits_img.nii.gz", "label": "kits_lab.nii.gz", "dataset": "kits"},
+        {"image": "chaos_img.nii.gz", "label": "chaos_lab.nii.gz", "dataset": "chaos", "modality": "t2"},
+    ]}))
+    registry = bundle_root / "configs" / "task_registry.json"
+    cases = EvaluationCases(datalist, registry, section="validation")
+    assert cases.error is None and cases.skipped == []
+    kits, chaos = cases.items
+    assert (kits["case"], kits["modality"], kits["task_index"]) == ("kits_img", "ct", [2, 3])
+    assert kits[LABEL_FILE_KEY] == str(tmp_path / "kits_lab.nii.gz") and "label" not in kits
+    assert (chaos["modality"], chaos["modality_index"]) == ("t2", 3)
+
+    assert "no list 'testing'" in EvaluationCases(datalist, registry, section="testing").error
+    assert "pass --datalist" in EvaluationCases(None, registry).error
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The evaluate workflow: configs/inference.json + configs/evaluate.json
+
+CONFIGS = "['configs/inference.json','configs/evaluate.json']"
+
+
+def test_evaluate_config_overrides_the_task_selection_step(bundle_root: Path):
+    """evaluate.json replaces inference's task choice (by --tasks) with the datalist's own tasks, by config id."""
+    import json
+
+    inference = json.loads((bundle_root / "configs" / "inference.json").read_text())
+    evaluate = json.loads((bundle_root / "configs" / "evaluate.json").read_text())
+    assert "@select_tasks" in inference["preprocessing"]["transforms"]
+    assert inference["select_tasks"]["_target_"].endswith("SelectTasksd")
+    assert evaluate["select_tasks"]["keys"] == "task_index"
+
+
+def test_evaluate_config_has_the_inference_properties(bundle_root: Path, monkeypatch: pytest.MonkeyPatch):
+    from monai.bundle import ConfigWorkflow
+
+    monkeypatch.chdir(bundle_root)
+    workflow = ConfigWorkflow(
+        workflow_type="infer",  # Model Zoo checks an overlay with the workflow type of the config it extends
+        config_file=["configs/inference.json", "configs/evaluate.json"],
+        meta_file="configs/metadata.json",
+        logging_file="configs/logging.conf" if (bundle_root / "configs" / "logging.conf").is_file() else None,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    # without --datalist nothing fails while the config resolves; the runner reports it in one line
+    assert "pass --datalist" in workflow.parser.get_parsed_content("evaluation_cases").error
+
+
+def _crop_case(image: Path, label: Path, box: tuple[slice, slice, slice], out: Path) -> tuple[Path, Path]:
+    """A small real case: crop image and label together, moving the affine's origin to the crop's corner."""
+    files = []
+    for source, kind in ((image, "image"), (label, "label")):
+        nifti = nib.load(source)
+        affine = nifti.affine.copy()
+        affine[:3, 3] = nifti.affine[:3, :3] @ np.array([s.start for s in box]) + nifti.affine[:3, 3]
+        data = np.asarray(nifti.dataobj)[box]
+        target = out / f"lung1_crop_{kind}.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(np.int16 if kind == "image" else np.uint8), affine), target)
+        files.append(target)
+    return files[0], files[1]
+
+
+@pytest.fixture(scope="module")
+def evaluate_run(sample_suite, tmp_path_factory, bundle_root: Path) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from scripts.networks.hermes import HermesResUNet
+    from scripts.task_registry import TaskRegistry
+
+    work = tmp_path_factory.mktemp("evaluate")
+    root = Path(sample_suite["root"])
+    lung_image, lung_label = _crop_case(
+        root / "sample_lung_ct" / "lung1_image.nii.gz", root / "sample_lung_ct" / "lung1_label.nii.gz",
+        (slice(196, 244), slice(340, 380), slice(28, 38)), work,
+    )
+    # same size as its image but 10 mm away: only a geometry check can catch it
+    shifted = nib.load(lung_label)
+    moved = shifted.affine.copy()
+    moved[0, 3] += 10.0
+    shifted_label = work / "lung1_shifted_label.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(shifted.dataobj), moved), shifted_label)
+    shifted_image = work / "lung1_shifted_image.nii.gz"
+    shifted_image.write_bytes(lung_image.read_bytes())
+
+    breast = root / "sample_breast_mr"
+    datalist = work / "datalist.json"
+    datalist.write_text(json.dumps({"testing": [
+        {"image": str(breast / "breast1_image.nii.gz"), "label": str(breast / "breast1_label.nii.gz"),
+         "dataset": "sample_breast_mr"},
+        {"image": lung_image.name, "label": lung_label.name, "dataset": "sample_lung_ct"},
+        {"image": lung_image.name, "label": "no_such_label.nii.gz", "dataset": "sample_lung_ct"},
+        {"image": shifted_image.name, "label": shifted_label.name, "dataset": "sample_lung_ct"},
+    ]}))
+    registry = TaskRegistry.load(bundle_root / "configs" / "task_registry.json", [sample_suite["task_registry"]])
+    torch.manual_seed(1)  # (seed 0 makes this tiny random network produce denormal floats: 17x slower on CPU)
+    weights = work / "tiny.pt"
+    torch.save(HermesResUNet(base_channels=4, num_tasks=registry.num_tasks).state_dict(), weights)
+    out = work / "out"
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", CONFIGS,
+        "--datalist", str(datalist), "--extra_task_registries", f"['{sample_suite['task_registry']}']",
+        "--ckpt_path", str(weights), "--network_def#base_channels", "4", "--roi_size", "[32,32,32]",
+        "--overlap", "0", "--output_dir", str(out), "--save_predictions", "True",
+    ]
+    completed = subprocess.run(command, cwd=bundle_root, capture_output=True, text=True, timeout=600)
+    return {"completed": completed, "out": out, "registry": registry,
+            "labels": {"breast1_image": breast / "breast1_label.nii.gz", "lung1_crop_image": lung_label}}
+
+
+def test_evaluate_run_reports_bad_cases_and_goes_on(evaluate_run: dict):
+    completed = evaluate_run["completed"]
+    assert completed.returncode == 1, completed.stdout + completed.stderr[-3000:]  # a case failed -> exit status 1
+    assert "SKIPPED lung1_crop_image: item 2: label file" in completed.stdout
+    assert "FAILED lung1_shifted_image" in completed.stdout and "different grids" in completed.stdout
+    assert "done breast1_image" in completed.stdout and "done lung1_crop_image" in completed.stdout
+
+
+def test_evaluate_run_writes_one_row_per_case_and_task_with_consistent_numbers(evaluate_run: dict):
+    out = evaluate_run["out"]
+    with (out / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    scored = {r["case"]: r for r in rows if not r["error"]}
+    errors = {r["case"]: r["error"] for r in rows if r["error"]}
+    assert set(scored) == {"breast1_image", "lung1_crop_image"}  # one task each in these datasets
+    assert set(errors) == {"lung1_crop_image", "lung1_shifted_image"}  # the item without label file; the moved label
+    assert scored["breast1_image"]["task"] == "breast lesion" and scored["lung1_crop_image"]["task"] == "lung tumor"
+    assert scored["lung1_crop_image"]["modality"] == "ct" and scored["breast1_image"]["modality"] == "mr"
+
+    for case, row in scored.items():
+        label_file = evaluate_run["labels"][case]
+        label_nifti = nib.load(label_file)
+        label = np.asarray(label_nifti.dataobj) == 1
+        zooms = [float(z) for z in label_nifti.header.get_zooms()[:3]]
+        assert [float(v) for v in row["native_spacing_mm"].split()] == pytest.approx(zooms, rel=1e-4)
+        assert [float(v) for v in row["resampled_spacing_mm"].split()] == pytest.approx([1.5, 1.5, 1.5])
+        assert int(row["native_label_voxels"]) == int(label.sum())
+        # nearest-neighbour resampling keeps the lesion's volume roughly (small lesions: coarse)
+        expected = label.sum() * np.prod(zooms) / 1.5**3
+        assert abs(int(row["resampled_label_voxels"]) - expected) < 0.3 * expected
+
+        # the saved native prediction reproduces the native-space numbers independently
+        pred_file = out / "predictions" / f"{case}_task{row['task_id']}.nii.gz"
+        pred_nifti = nib.load(pred_file)
+        pred = np.asarray(pred_nifti.dataobj) > 0
+        assert pred.shape == label.shape and np.allclose(pred_nifti.affine, label_nifti.affine, atol=1e-3)
+        assert int(row["native_pred_voxels"]) == int(pred.sum())
+        dice = 2 * (pred & label).sum() / (pred.sum() + label.sum())
+        assert float(row["native_dice"]) == pytest.approx(dice, abs=1e-5)
+        (again,) = score_masks(pred[None], label[None], zooms)
+        assert row["native_status"] == again.status
+        if again.status == "ok":
+            assert float(row["native_hd95_mm"]) == pytest.approx(again.hd95_mm, rel=1e-4)
+            assert float(row["native_nsd"]) == pytest.approx(again.nsd, rel=1e-4)
+
+
+def test_evaluate_run_writes_the_markdown_summary(evaluate_run: dict):
+    report = (evaluate_run["out"] / "metrics.md").read_text()
+    assert "| sample_breast_mr | 1 | 1 |" in report and "| sample_lung_ct | 1 | 1 |" in report
+    assert "## sample_lung_ct" in report and "| 72 | lung tumor | 1 |" in report
+    assert "- `lung1_shifted_image`:" in report and "- `lung1_crop_image`: item 2: label file" in report

@@ -25,8 +25,8 @@ def pad_tasks_collate(
     ``batch`` is a list of dicts, or a list of lists of dicts as produced by MONAI crops with ``num_samples > 1``
     (flattened like ``list_data_collate``). ``task_key`` becomes a LongTensor B × n_max padded with -1, ``label_key``
     (n × spatial per sample) is padded with zero channels to n_max. Every other key is collated like MONAI's
-    ``list_data_collate`` (MetaTensors stay MetaTensors); values that cannot be stacked, such as per-dataset lists
-    of different lengths, are returned as a plain list.
+    ``list_data_collate`` (MetaTensors stay MetaTensors), except per-sample Python lists (such as
+    ``task_label_values``) and values that cannot be stacked, which are returned as a list with one entry per sample.
     """
     samples = [s for entry in batch for s in (entry if isinstance(entry, (list, tuple)) else [entry])]
     if not samples:
@@ -45,6 +45,9 @@ def pad_tasks_collate(
     collated: dict[Hashable, Any] = {}
     for key in samples[0]:
         values = [s.get(key) for s in samples]
+        if isinstance(values[0], (list, tuple)):
+            collated[key] = values  # per-sample lists (e.g. task_label_values) stay per sample
+            continue
         try:
             collated[key] = collate_meta_tensor(values)
         except (RuntimeError, TypeError, ValueError, IndexError):

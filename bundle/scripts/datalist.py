@@ -7,13 +7,14 @@ value the dataset does not define, image and label of different size) are found 
 ``DatalistError`` that names each bad item by index and image path.
 
 Each returned item gains what the transforms and the network need: ``task_index`` (the dataset's global task ids in
-label-value order), ``label_values`` (the label value of each of those tasks, so labels can be split into one binary
-channel per task), ``modality_index`` and ``intensity_aug_prob``.
+label-value order), ``task_label_values`` (the label value of each of those tasks, so labels can be split into one
+binary channel per task), ``modality_index`` and ``intensity_aug_prob``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -24,8 +25,12 @@ import numpy as np
 
 from .task_registry import TaskRegistry
 
+logger = logging.getLogger(__name__)
+
+#: Where label values are remembered between runs unless ``label_cache`` says otherwise.
+DEFAULT_LABEL_CACHE = Path.home() / ".cache" / "hermes_universal_segmentation" / "label_values.json"
 #: Keys the loader adds to every item.
-ADDED_KEYS = ("task_index", "label_values", "modality_index", "intensity_aug_prob")
+ADDED_KEYS = ("task_index", "task_label_values", "modality_index", "intensity_aug_prob")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: label file -> ((mtime_ns, size), sorted unique values); filled while this process runs.
 _LABEL_VALUES_MEMORY: dict[str, tuple[tuple[int, int], list[float]]] = {}
@@ -41,7 +46,7 @@ def load_datalist(
     section: str = "training",
     check_files: bool = True,
     check_labels: bool = True,
-    label_cache: str | os.PathLike | None = None,
+    label_cache: str | os.PathLike | None = DEFAULT_LABEL_CACHE,
 ) -> list[dict[str, Any]]:
     """Read one section of a datalist, check every item and return the items ready for the transforms.
 
@@ -51,10 +56,11 @@ def load_datalist(
         section: "training", "validation", "testing" or any other list in the file.
         check_files: fail on items whose image or label file does not exist.
         check_labels: read every label file and fail on values that are not classes of the item's dataset (nor its
-            ``background_labels``), on non-integer values, and on NIfTI image/label pairs of different size. This reads
-            all labels once; the values are remembered per file (by modification time and size) for this process and,
-            when ``label_cache`` is given, in that JSON file across runs.
-        label_cache: optional JSON file that remembers label values between runs (written atomically).
+            ``background_labels``), on non-integer values, and on NIfTI image/label pairs of different size. The first
+            run reads every label file (about a second per CT label); the values are remembered per file (by
+            modification time and size) for this process and in ``label_cache`` across runs.
+        label_cache: JSON file remembering label values between runs (written atomically; entries of files that no
+            longer exist are dropped); None keeps them in memory only.
 
     Raises:
         DatalistError: naming the file and section, and every bad item by index and image path.
@@ -65,7 +71,7 @@ def load_datalist(
     items = _read_section(path, section)
     base_dir = path.resolve().parent
     disk_cache = _read_disk_cache(label_cache)
-    cache_size = len(disk_cache)
+    cache_before = dict(disk_cache)
 
     problems: list[str] = []
     loaded: list[dict[str, Any]] = []
@@ -73,12 +79,17 @@ def load_datalist(
         item, item_problems = _prepare_item(raw, base_dir, registry, check_files)
         if not item_problems and check_labels and "label" in item:
             item_problems = _check_label_file(item, registry, disk_cache)
+            if (index + 1) % 100 == 0:
+                logger.info("checked the labels of %d/%d items of %s", index + 1, len(items), path)
         image_name = raw.get("image", "<no image>") if isinstance(raw, Mapping) else "<not an object>"
         problems.extend(f"item {index} (image {image_name}): {problem}" for problem in item_problems)
         loaded.append(item)
 
-    if label_cache is not None and len(disk_cache) != cache_size:
-        _write_disk_cache(label_cache, disk_cache)
+    if label_cache is not None and disk_cache != cache_before:
+        try:
+            _write_disk_cache(label_cache, disk_cache)
+        except OSError as err:  # a cache that cannot be written only costs time on the next run
+            logger.warning("could not write the label-value cache %s (%s)", label_cache, err)
     if problems:
         listed = "\n  - ".join(problems)
         raise DatalistError(f"datalist {path}, section '{section}': {len(problems)} problem(s):\n  - {listed}")
@@ -138,7 +149,7 @@ def _prepare_item(
     except KeyError as err:
         problems.append(str(err.args[0]))
     item["task_index"] = registry.task_ids(dataset)
-    item["label_values"] = registry.label_values(dataset)
+    item["task_label_values"] = registry.label_values(dataset)
     item["intensity_aug_prob"] = float(registry.datasets[dataset]["intensity_aug_prob"])
     return item, problems
 
@@ -227,6 +238,7 @@ def _read_disk_cache(label_cache: str | os.PathLike | None) -> dict[str, Any]:
 
 
 def _write_disk_cache(label_cache: str | os.PathLike, content: dict[str, Any]) -> None:
+    content = {key: value for key, value in content.items() if os.path.exists(key)}
     target = Path(label_cache)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

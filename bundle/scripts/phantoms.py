@@ -31,6 +31,7 @@ from scipy import ndimage
 MODALITIES = {"ct": 0, "pet": 1, "t1": 2, "t2": 3, "cine": 4, "mr": -1}
 
 PHANTOM_MARKER = ".hermes_phantoms.json"
+PHANTOM_VERSION = 3  # bump when the drawing changes, so folders written by older code are regenerated
 PHANTOM_TASK_ID_START = 96  # far above the sample suite's ids (72-82), so both extra registries can be merged
 PHANTOM_STRUCTURES = {"organ": 1, "box": 2, "marker": 3}  # values in each case's "structures" map
 PHANTOM_DATASETS: dict[str, dict[str, int]] = {
@@ -43,7 +44,7 @@ PHANTOM_TASK_NAMES = {
     "box": "synthetic box lesion",
     "marker": "synthetic sphere marker",
 }
-PHANTOM_HU = {"air": -1000.0, "body": 0.0, "organ": 150.0, "box": 400.0, "marker": -500.0, "noise_sd": 25.0}
+PHANTOM_HU = {"air": -1000.0, "body": 0.0, "organ": 200.0, "box": -200.0, "marker": -600.0, "noise_sd": 20.0}
 
 
 # ----------------------------------------------------------------------------------------------- atomic writers
@@ -189,22 +190,22 @@ def make_ct_phantom(rng: np.random.Generator, size: int | tuple[int, int, int] =
 
     def place(draw, extent: np.ndarray) -> np.ndarray:
         """Draw a shape at a random centre inside the body, not touching what was placed before."""
-        occupied = ndimage.binary_dilation(structures > 0, iterations=2)
+        occupied = ndimage.binary_dilation(structures > 0, iterations=2) | ~body
         for _attempt in range(200):
-            centre = rng.uniform(-1.0, 1.0, 3) * np.maximum(0.55 * half - extent, spacing)
-            mask = draw(centre) & body
+            centre = rng.uniform(-1.0, 1.0, 3) * np.maximum(0.85 * half - extent, spacing)
+            mask = draw(centre)
             if mask.sum() > 8 and not (mask & occupied).any():
                 return mask
-        raise RuntimeError(f"could not place a phantom structure in a volume of size {shape}; use a larger size")
+        raise ValueError(f"could not place a phantom structure in a volume of size {shape}; use a larger size")
 
     organ_axes = rng.uniform(0.22, 0.32, 3) * half
     organ = place(lambda c: _ellipsoid(grid, c, organ_axes), organ_axes)
     structures[organ] = PHANTOM_STRUCTURES["organ"]
-    box_half = rng.uniform(0.13, 0.19, 3) * half
+    box_half = rng.uniform(0.17, 0.23, 3) * half
     box = place(lambda c: _box(grid, c, box_half), box_half)
     structures[box] = PHANTOM_STRUCTURES["box"]
     if with_marker:
-        radius = rng.uniform(0.17, 0.22) * float(half.min())
+        radius = rng.uniform(0.2, 0.26) * float(half.min())
         marker = place(lambda c: _ellipsoid(grid, c, (radius,) * 3), np.full(3, radius))
         structures[marker] = PHANTOM_STRUCTURES["marker"]
     for name, value in PHANTOM_STRUCTURES.items():
@@ -261,7 +262,7 @@ def make_phantom_datasets(root: str | os.PathLike, n_cases: int = 4, size: int |
         raise ValueError(f"n_cases and n_holdout must be >= 1; got {n_cases}, {n_holdout}")
     root = Path(root)
     shape = _shape3(size)
-    params = {"n_cases": n_cases, "size": list(shape), "seed": seed, "n_holdout": n_holdout, "spacing": spacing}
+    params = {"version": PHANTOM_VERSION, "n_cases": n_cases, "size": list(shape), "seed": seed, "n_holdout": n_holdout, "spacing": spacing}
     result = {"root": str(root), "datalist": str(root / "datalist.json"), "task_registry": str(root / "task_registry.json"),
               "structure_labels": dict(PHANTOM_STRUCTURES)}
     if _claim_folder(root, PHANTOM_MARKER, params) and all(Path(result[k]).is_file() for k in ("datalist", "task_registry")):

@@ -38,6 +38,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 
+from scripts.io_utils import sha256_of
 from scripts.phantoms import MODALITIES, atomic_output, make_pet_phantom, write_json, write_nifti
 from scripts.phantoms import make_phantom_datasets  # noqa: F401  (re-exported for the training learning test)
 
@@ -59,10 +60,10 @@ SYNTHETIC_PET_CASES = 3
 # hippocampus, parahippocampal gyrus and amygdala form the limbic group; caudate, putamen, pallidum and thalamus the
 # deep grey nuclei; all cerebellar hemisphere lobules and the vermis the cerebellum. Both hemispheres together.
 AAL_GROUPS: tuple[tuple[str, str], ...] = (
-    ("frontal lobe", r"Precentral|Frontal_.+|Rolandic_Oper|Supp_Motor_Area|Olfactory|Rectus|Paracentral_Lobule"),
-    ("parietal lobe", r"Postcentral|Parietal_Sup|Parietal_Inf|SupraMarginal|Angular|Precuneus"),
-    ("temporal lobe", r"Temporal_.+|Heschl|Fusiform"),
-    ("occipital lobe", r"Occipital_.+|Calcarine|Cuneus|Lingual"),
+    ("frontal lobe cortex", r"Precentral|Frontal_.+|Rolandic_Oper|Supp_Motor_Area|Olfactory|Rectus|Paracentral_Lobule"),
+    ("parietal lobe cortex", r"Postcentral|Parietal_Sup|Parietal_Inf|SupraMarginal|Angular|Precuneus"),
+    ("temporal lobe cortex", r"Temporal_.+|Heschl|Fusiform"),
+    ("occipital lobe cortex", r"Occipital_.+|Calcarine|Cuneus|Lingual"),
     ("insula and limbic grey matter", r"Insula|Cingulum_.+|Hippocampus|ParaHippocampal|Amygdala"),
     ("deep grey nuclei", r"Caudate|Putamen|Pallidum|Thalamus"),
     ("cerebellum", r"Cerebelum_.+|Vermis(_.+)?"),
@@ -105,14 +106,6 @@ def default_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hermes_universal_segmentation" / "sample_suite"
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``root`` so parallel test runs fetch once and the others reuse the result."""
@@ -150,9 +143,13 @@ def download_pyradiomics(cache: Path) -> Path:
         return verify_pyradiomics(archive)
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
-              "--disable-pip-version-check", f"pyradiomics=={PYRADIOMICS_VERSION}", "-d", tmp],
-             f"pyradiomics {PYRADIOMICS_VERSION} (source tarball)", "PyPI", cache)
+        try:
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+                  "--disable-pip-version-check", f"pyradiomics=={PYRADIOMICS_VERSION}", "-d", tmp],
+                 f"pyradiomics {PYRADIOMICS_VERSION} (source tarball)", "PyPI", cache)
+        except SampleDataError as err:
+            raise SampleDataError(f"{err} (pip runs the tarball's setup.py with the installed numpy and setuptools; "
+                                  "`pip install -r requirements.txt` provides both)") from err.__cause__
         downloaded = Path(tmp) / PYRADIOMICS_ARCHIVE
         if not downloaded.is_file():
             raise SampleDataError(f"could not download pyradiomics {PYRADIOMICS_VERSION} from PyPI: pip wrote no {PYRADIOMICS_ARCHIVE}")
@@ -367,6 +364,13 @@ def sample_datalist() -> dict[str, list[dict[str, str]]]:
 
 
 # ------------------------------------------------------------------------------------------------- the suite
+def recipe_digest() -> str:
+    """Fingerprint of what the code would write (registry, datalist, AAL grouping), so an edit rebuilds the cache."""
+    recipe = {"version": SUITE_VERSION, "registry": sample_registry(), "datalist": sample_datalist(),
+              "aal_groups": AAL_GROUPS, "pet_cases": SYNTHETIC_PET_CASES}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
 def _paths(root: Path) -> dict[str, str]:
     return {"root": str(root), "datalist": str(root / "datalist.json"),
             "task_registry": str(root / "task_registry.json"), "manifest": str(root / MANIFEST)}
@@ -381,7 +385,7 @@ def _cached(root: Path) -> dict[str, Any] | None:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if manifest.get("suite_version") != SUITE_VERSION:
+    if manifest.get("suite_version") != SUITE_VERSION or manifest.get("recipe") != recipe_digest():
         return None
     for relative, size in manifest.get("outputs", {}).items():
         path = root / relative
@@ -406,7 +410,8 @@ def _build(root: Path, log: list[str]) -> dict[str, Any]:
     downloads, raw = root / "downloads", root / "raw"
     pyradiomics_cases = tuple(case for d in DATASETS if d.source == PYRADIOMICS_SOURCE for case in d.cases)
     raw_pyradiomics, raw_mricron = raw / "pyradiomics", raw / "mricron"
-    manifest: dict[str, Any] = {"suite_version": SUITE_VERSION, "sources": {}, "outputs": {}}
+    manifest: dict[str, Any] = {"suite_version": SUITE_VERSION, "recipe": recipe_digest(), "sources": {}, "outputs": {}}
+    (root / MANIFEST).unlink(missing_ok=True)  # until the new one is written, the folder counts as incomplete
 
     had = (downloads / PYRADIOMICS_ARCHIVE).is_file()
     archive = download_pyradiomics(downloads)

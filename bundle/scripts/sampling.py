@@ -53,12 +53,14 @@ def dataset_weighted_sampler(
     distributed: bool = False,
     weighting: str = "per_dataset",
     generator: torch.Generator | None = None,
+    **distributed_kwargs: Any,
 ) -> Sampler:
     """A sampler drawing ``num_samples`` item indices with replacement, datasets weighted by the registry.
 
     ``num_samples`` is the number of samples per epoch (per process when ``distributed``). With ``distributed`` the
     sampler is MONAI's ``DistributedWeightedRandomSampler`` (each rank draws from its shard; the engine re-shuffles
-    the shards every epoch through ``set_epoch``); it needs an initialised process group.
+    the shards every epoch through ``set_epoch``); it needs an initialised process group unless
+    ``distributed_kwargs`` give ``num_replicas`` and ``rank`` (and optionally ``seed``).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -67,6 +69,7 @@ def dataset_weighted_sampler(
         from monai.data import DistributedWeightedRandomSampler
 
         return DistributedWeightedRandomSampler(
-            dataset=items, weights=weights.tolist(), num_samples_per_rank=int(num_samples), generator=generator
+            dataset=items, weights=weights.tolist(), num_samples_per_rank=int(num_samples), generator=generator,
+            **distributed_kwargs,
         )
     return WeightedRandomSampler(weights, num_samples=int(num_samples), replacement=True, generator=generator)

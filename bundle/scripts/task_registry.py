@@ -67,7 +67,9 @@ class TaskRegistry:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | os.PathLike, extra_paths: Iterable[str | os.PathLike] | str | os.PathLike = ()) -> TaskRegistry:
+    def load(
+        cls, path: str | os.PathLike, extra_paths: Iterable[str | os.PathLike] | str | os.PathLike = ()
+    ) -> TaskRegistry:
         """Read the base registry ``path`` and merge every file of ``extra_paths`` on top, in order.
 
         Extras may add datasets and tasks (ids >= 72, never a reserved id, never an id another task uses with another
@@ -92,7 +94,9 @@ class TaskRegistry:
                     f"prior per entry of {modalities}, so an extra registry cannot change them"
                 )
             reserved |= _parse_reserved(extra_raw, extra_file) if "reserved_ids" in extra_raw else set()
-            _merge(extra_raw, extra_file, modalities, reserved, datasets, sources, tasks, min_new_id=PUBLISHED_NUM_TASKS)
+            _merge(
+                extra_raw, extra_file, modalities, reserved, datasets, sources, tasks, min_new_id=PUBLISHED_NUM_TASKS
+            )
         return cls(modalities, reserved, datasets, tasks, sources)
 
     # ------------------------------------------------------------------ queries
@@ -274,7 +278,9 @@ def _merge(
         if not isinstance(name, str) or not name.strip():
             raise TaskRegistryError(f"{where}: 'name' must be a non-empty string")
         if dataset not in new_datasets:
-            defined_in = f" (it is defined in {sources[dataset]}; add datasets and their tasks in one file)" if dataset in datasets else ""
+            defined_in = ""
+            if dataset in datasets:
+                defined_in = f" (it is defined in {sources[dataset]}; add datasets and their tasks in one file)"
             raise TaskRegistryError(f"{where}: dataset '{dataset}' is not defined in this file{defined_in}")
         if task_id in reserved:
             raise TaskRegistryError(f"{where}: id {task_id} is reserved (reserved ids: {sorted(reserved)})")

@@ -10,10 +10,10 @@ The workflow itself lives in ``configs/train.json``; this module only supplies:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,8 +24,12 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 from monai.engines.utils import PrepareBatch
+from monai.handlers import from_engine
 from monai.utils import convert_to_tensor
 from torch import nn
+
+from .ema import unwrap_model as unwrap
+from .io_utils import atomic_torch_save, safe_torch_load
 
 LOGGER = logging.getLogger("hermes.training")
 
@@ -39,7 +43,7 @@ FINAL = "final.pt"
 
 
 def _plain(tensor: Any, device: str | torch.device | None, non_blocking: bool, **kwargs: Any) -> torch.Tensor:
-    """Move to ``device`` as a plain tensor (the losses and priors need no MetaTensor bookkeeping)."""
+    """Move to ``device`` as a plain tensor: MetaTensor bookkeeping on every network op costs time and is not needed."""
     return convert_to_tensor(tensor, track_meta=False).to(device=device, non_blocking=non_blocking, **kwargs)
 
 
@@ -61,7 +65,7 @@ class HermesPrepareBatch(PrepareBatch):
         if missing:
             raise KeyError(f"batch lacks keys {missing}; the preprocessing must produce image, label, task_index, "
                            "modality_index")
-        image = batchdata["image"].to(device=device, non_blocking=non_blocking, **kwargs)
+        image = _plain(batchdata["image"], device, non_blocking, **kwargs)
         label = _plain(batchdata["label"], device, non_blocking).float()
         task_index = _plain(batchdata["task_index"], device, non_blocking).long()
         modality_index = _plain(batchdata["modality_index"], device, non_blocking).long().reshape(-1)
@@ -71,9 +75,11 @@ class HermesPrepareBatch(PrepareBatch):
 
 
 class SegmentationLogits(nn.Module):
-    """Expose only the segmentation logits of a Hermes network.
+    """Expose only the segmentation logits of a Hermes network, for sliding-window inference.
 
-    Sliding-window inference stitches spatial outputs; the modality logits (B x M) are not spatial.
+    The window stitcher handles spatial outputs only (the modality logits B x M are not), and it batches
+    ``sw_batch_size`` windows of one image while passing that image's task and modality lists once, so the lists of a
+    single image are repeated for every window.
     """
 
     def __init__(self, network: nn.Module) -> None:
@@ -81,18 +87,11 @@ class SegmentationLogits(nn.Module):
         self.network = network
 
     def forward(self, image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> torch.Tensor:
+        windows = image.shape[0]
+        if task_index.shape[0] == 1 and windows > 1:
+            task_index = task_index.expand(windows, -1)
+            modality_index = modality_index.reshape(1).expand(windows)
         return self.network(image, task_index, modality_index)[0]
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """The plain network inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            network = network.module
-        elif hasattr(network, "_orig_mod"):
-            network = network._orig_mod
-        else:
-            return network
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -204,29 +203,38 @@ class PerTaskDice(Metric):
 # Run folder and checkpoints
 
 
-def default_run_name() -> str:
-    """A timestamp name, identical on every rank of a distributed run (rank 0's clock decides)."""
-    name = [time.strftime("%Y%m%d-%H%M%S")]
-    if dist.is_available() and dist.is_initialized():
-        dist.broadcast_object_list(name, src=0)
-    return name[0]
+_RUN_NAME: list[str] = []
 
 
-def resolve_run_dir(runs_root: str, run_name: str | None, resume: bool = False) -> str:
-    """The folder of this run, created if needed.
+def default_run_name(resume: bool = False, runs_root: str | None = None) -> str:
+    """Name of the run folder when ``--run_name`` is not given.
 
-    - ``resume`` false: a fresh run; refuses a folder that already holds checkpoints (nothing is overwritten).
-    - ``resume`` true: ``run_name`` names the run to continue; left empty, the newest run with a ``latest.pt``.
+    A fresh run gets a timestamp (one per process, and rank 0's on every rank of a distributed run); ``resume``
+    picks the newest run under ``runs_root`` that has a ``latest.pt``.
     """
-    root = Path(runs_root)
-    if resume and not run_name:
-        candidates = sorted((p for p in root.glob(f"*/{LATEST}")), key=lambda p: p.stat().st_mtime)
+    if resume:
+        candidates = sorted(Path(runs_root or ".").glob(f"*/{LATEST}"), key=lambda p: p.stat().st_mtime)
         if not candidates:
-            raise FileNotFoundError(f"--resume true: no run with a {LATEST} under {root}; pass --run_name NAME")
-        return str(candidates[-1].parent)
-    if not run_name:
-        run_name = default_run_name()
-    run_dir = root / str(run_name)
+            raise FileNotFoundError(f"--resume true: no run with a {LATEST} under {runs_root}; pass --run_name NAME")
+        return candidates[-1].parent.name
+    if not _RUN_NAME:
+        _RUN_NAME.append(time.strftime("%Y%m%d-%H%M%S"))
+    if dist.is_available() and dist.is_initialized():
+        shared = list(_RUN_NAME)
+        dist.broadcast_object_list(shared, src=0)
+        _RUN_NAME[:] = shared
+    return _RUN_NAME[0]
+
+
+def resolve_run_dir(runs_root: str, run_name: str, resume: bool = False) -> str:
+    """The folder ``runs_root/run_name`` of this run, created if needed.
+
+    A fresh run refuses a folder that already holds checkpoints (nothing is overwritten); ``resume`` requires its
+    ``latest.pt``.
+    """
+    if not run_name or os.sep in str(run_name) or str(run_name) in (".", ".."):
+        raise ValueError(f"--run_name must be a plain folder name, got {run_name!r}")
+    run_dir = Path(runs_root) / str(run_name)
     if resume:
         if not (run_dir / LATEST).is_file():
             raise FileNotFoundError(f"--resume true: {run_dir / LATEST} does not exist; nothing to resume")
@@ -242,30 +250,12 @@ def resolve_run_dir(runs_root: str, run_name: str | None, resume: bool = False) 
 
 def save_atomically(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_torch_save(obj, path, overwrite=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint of tensors and plain values only (``weights_only=True``), with a clear error if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        raise ValueError(f"checkpoint {path} cannot be read safely ({type(err).__name__}: {err})") from err
+    checkpoint = safe_torch_load(path, map_location=map_location)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict")
     return checkpoint
@@ -276,7 +266,8 @@ class RunCheckpointer:
 
     The files use the published Hermes layout (``model_state_dict``, ``ema_model_state_dict``,
     ``optimizer_state_dict``, ``epoch``) plus ``iteration``, ``lr_scheduler_state_dict`` and the best metric, so a
-    resumed run continues its iteration count, optimiser moments, learning-rate schedule and EMA. Only rank 0 writes.
+    resumed run continues its iteration count, optimiser moments, learning-rate schedule and EMA. ``best.pt`` and
+    ``final.pt`` leave the optimiser and schedule out (None). Only rank 0 writes.
 
     Args:
         run_dir: folder of this run.
@@ -313,16 +304,15 @@ class RunCheckpointer:
         evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._save_best_if_improved)
 
     # content --------------------------------------------------------------------------------------------------------
-    def state(self) -> dict:
+    def state(self, resumable: bool = True) -> dict:
         trainer_state = self.trainer.state if self.trainer is not None else None
         evaluator_state = self.evaluator.state if self.evaluator is not None else None
-        ema_state = self.ema.state_dict() if self.ema is not None else None
         return {
             "model_state_dict": unwrap(self.network).state_dict(),
-            "ema_model_state_dict": _ema_network_state(ema_state),
-            "ema_state_dict": ema_state,
-            "optimizer_state_dict": self.optimizer.state_dict(),
-            "lr_scheduler_state_dict": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "ema_model_state_dict": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer_state_dict": self.optimizer.state_dict() if resumable else None,
+            "lr_scheduler_state_dict": (self.lr_scheduler.state_dict()
+                                        if resumable and self.lr_scheduler is not None else None),
             "epoch": int(trainer_state.epoch) if trainer_state else 0,
             "iteration": int(trainer_state.iteration) if trainer_state else 0,
             "best_metric": float(getattr(evaluator_state, "best_metric", -1)) if evaluator_state else -1.0,
@@ -330,12 +320,15 @@ class RunCheckpointer:
         }
 
     def save(self, name: str) -> Path | None:
+        """Write one checkpoint; only ``latest.pt`` carries the optimiser and schedule (best/final are for use,
+        and the optimiser moments would double their size)."""
         if not _is_rank0():
             return None
         path = self.run_dir / name
-        save_atomically(self.state(), path)
-        LOGGER.info("saved %s (epoch %s, iteration %s)", path, self.trainer.state.epoch if self.trainer else "-",
-                    self.trainer.state.iteration if self.trainer else "-")
+        save_atomically(self.state(resumable=name == LATEST), path)
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        LOGGER.info("rank %d saved %s (epoch %s, iteration %s)", rank, path,
+                    self.trainer.state.epoch if self.trainer else "-", self.trainer.state.iteration if self.trainer else "-")
         return path
 
     # events ---------------------------------------------------------------------------------------------------------
@@ -351,15 +344,30 @@ class RunCheckpointer:
         if getattr(state, "best_metric_epoch", -1) == state.epoch and not math.isnan(float(state.best_metric)):
             self.save(BEST)
 
+    def _restore_schedule_position(self, saved: Mapping[str, Any]) -> None:
+        """Continue the schedule where it stopped, but with the current config's shape.
+
+        Only the position (``last_epoch``, ``_step_count``) is taken from the checkpoint: a resumed run may raise
+        ``--max_epochs``, and the schedule's length must then follow the new value, not the saved one.
+        """
+        state = self.lr_scheduler.state_dict()
+        for key in ("last_epoch", "_step_count"):
+            if key in saved:
+                state[key] = saved[key]
+        self.lr_scheduler.load_state_dict(state)
+        if hasattr(self.lr_scheduler, "get_lr"):
+            for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_lr()):
+                group["lr"] = lr
+
     def _restore(self, engine: Engine) -> None:
         path = self.run_dir / LATEST
         checkpoint = load_checkpoint(path, map_location=next(unwrap(self.network).parameters()).device)
         unwrap(self.network).load_state_dict(checkpoint["model_state_dict"])
         self.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
-        if self.ema is not None and checkpoint.get("ema_state_dict") is not None:
-            self.ema.load_state_dict(checkpoint["ema_state_dict"])
+        if self.ema is not None and checkpoint.get("ema_model_state_dict") is not None:
+            self.ema.load_state_dict(checkpoint["ema_model_state_dict"])
         if self.lr_scheduler is not None and checkpoint.get("lr_scheduler_state_dict") is not None:
-            self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler_state_dict"])
+            self._restore_schedule_position(checkpoint["lr_scheduler_state_dict"])
         epoch, iteration = int(checkpoint["epoch"]), int(checkpoint["iteration"])
         if engine.state.max_epochs is not None and epoch >= engine.state.max_epochs:
             raise ValueError(f"{path} is at epoch {epoch}, not below max_epochs {engine.state.max_epochs}; raise "
@@ -371,20 +379,49 @@ class RunCheckpointer:
         LOGGER.info("resumed %s at epoch %d, iteration %d", path, epoch, iteration)
 
 
-def _ema_network_state(ema_state: Any) -> dict | None:
-    """The averaged network weights inside an EMA state dict (the published ``ema_model_state_dict``)."""
-    if ema_state is None:
-        return None
-    for key in ("module", "model", "ema_model", "state_dict"):
-        if isinstance(ema_state, Mapping) and isinstance(ema_state.get(key), Mapping):
-            return dict(ema_state[key])
-    return dict(ema_state)
+class SaveRunCheckpoints:
+    """Trainer handler: ``latest.pt`` every ``save_interval`` epochs, ``final.pt`` at the end, resume at start."""
+
+    def __init__(self, checkpointer: RunCheckpointer) -> None:
+        self.checkpointer = checkpointer
+
+    def attach(self, engine: Engine) -> None:
+        self.checkpointer.attach(engine)
 
 
-def export_weights(checkpoint_path: str, destination: str, overwrite: bool = False, key: str = "ema_model_state_dict"
-                   ) -> str | None:
+class SaveBestCheckpoint:
+    """Evaluator handler: ``best.pt`` whenever the key validation metric improves."""
+
+    def __init__(self, checkpointer: RunCheckpointer) -> None:
+        self.checkpointer = checkpointer
+
+    def attach(self, engine: Engine) -> None:
+        self.checkpointer.attach_best(engine)
+
+
+class LossProgressBar:
+    """tqdm progress bar of the training iterations showing the current loss (ignite's ``ProgressBar``)."""
+
+    def __init__(self, persist: bool = True) -> None:
+        from ignite.handlers import ProgressBar
+
+        self.bar = ProgressBar(persist=persist)
+
+    def attach(self, engine: Engine) -> None:
+        self.bar.attach(engine, output_transform=lambda output: {"loss": float(from_engine(["loss"], first=True)(output))})
+
+
+def task_names(registry: Any) -> dict[int, str]:
+    """Global task id -> task name, for readable validation metric keys."""
+    return {int(task.id): str(task.name) for task in registry.tasks}
+
+
+def export_weights(checkpoint_path: str, destination: str, overwrite: bool = False, key: str = "ema_model_state_dict",
+                   extra_registries: Any = None) -> str | None:
     """Copy the network weights (EMA by default) of a run checkpoint to ``destination`` as a plain state dict.
 
+    The extra task registries the run trained with are merged into ``<destination stem>.tasks.json`` beside it, where
+    the inference workflow finds them, so the exported weights and their task ids travel together.
     Refuses an existing ``destination`` unless ``overwrite``; writes atomically. Rank 0 only.
     """
     if not _is_rank0():
@@ -397,8 +434,31 @@ def export_weights(checkpoint_path: str, destination: str, overwrite: bool = Fal
     if not weights:
         raise ValueError(f"{checkpoint_path} holds no '{key}' or 'model_state_dict'")
     save_atomically(dict(weights), destination_path)
-    LOGGER.info("exported %s of %s to %s", key, checkpoint_path, destination_path)
+    registry_path = write_registry_beside(destination_path, as_path_list(extra_registries))
+    LOGGER.info("exported %s of %s to %s (tasks: %s)", key, checkpoint_path, destination_path, registry_path)
     return str(destination_path)
+
+
+def write_registry_beside(weights_path: Path, extra_registries: Sequence[str]) -> Path | None:
+    """Merge the extra registry files into ``<weights stem>.tasks.json`` (or remove a stale one when there are none)."""
+    target = weights_path.with_name(weights_path.stem + ".tasks.json")
+    if not extra_registries:
+        target.unlink(missing_ok=True)
+        return None
+    merged: dict[str, Any] = {"datasets": {}, "tasks": []}
+    for source in extra_registries:
+        content = json.loads(Path(source).read_text())
+        merged["datasets"].update(content.get("datasets", {}))
+        merged["tasks"].extend(task for task in content.get("tasks", []) if task not in merged["tasks"])
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(merged, indent=1))
+    os.replace(tmp, target)
+    return target
+
+
+def required_setting(name: str, what: str) -> Any:
+    """Stand-in for a config value the user must give (``--name VALUE``): fails with a message naming it."""
+    raise ValueError(f"this configuration needs --{name}: {what}")
 
 
 def as_path_list(value: Any) -> list[str]:

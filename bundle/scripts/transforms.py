@@ -9,7 +9,7 @@ Training chain of the published recipe, written with MONAI transforms plus the t
    the published weights are used or fine-tuned; any fixed code is fine when training from scratch.
 2. ``HermesNormalizeIntensityd`` (below): per-modality clip then z-score, before any padding (pad value 0 = the mean).
 3. ``SpatialPadd(spatial_size=crop)`` (the published data were zero-padded to at least 128 after normalisation).
-4. ``RandSpatialCropd(roi_size=crop + margin)`` then ``RandAffined(spatial_size=crop, prob=0.5,
+4. ``RandSpatialCropd(roi_size=crop + margin)`` then ``RandAffined(spatial_size=[crop] * 3, prob=0.5,
    rotate_range=(pi/6,)*3, scale_range=((-0.3, 0.4286),)*3, shear_range=(0.1,)*6, mode=("bilinear", "nearest"),
    padding_mode="zeros")``: the published code crops a slightly larger block, applies the random affine with
    probability 0.5 and takes the central crop (so rotated corners are rarely empty). Its scale factor is drawn from
@@ -22,7 +22,7 @@ Training chain of the published recipe, written with MONAI transforms plus the t
    ``RandGaussianSmoothd(sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0))``;
    ``RandGaussianNoised(std=0.1, sample_std=True)`` (std drawn from [0, 0.1]).
 6. ``LabelToTaskChannelsd`` (below): one binary channel per task of the dataset, in ``task_index`` order.
-7. ``ToTensord(keys=["task_index", "modality_index"], dtype=torch.long, track_meta=False)``.
+7. ``EnsureTyped(keys=["task_index", "modality_index"], dtype=torch.long, track_meta=False)``.
 
 Batches are formed with ``scripts.collate.pad_tasks_collate``. Inference and validation use steps 1, 2 (and 6 for
 validation labels) with the same settings.
@@ -109,7 +109,9 @@ class RandomizeByDatasetProbd(RandomizableTransform):
     worker seeding reach it.
     """
 
-    def __init__(self, transform: Transform, prob_key: str = "intensity_aug_prob", default_prob: float | None = None) -> None:
+    def __init__(
+        self, transform: Transform, prob_key: str = "intensity_aug_prob", default_prob: float | None = None
+    ) -> None:
         super().__init__(prob=1.0)
         if not callable(transform):
             raise TypeError(f"RandomizeByDatasetProbd wraps a transform, got {type(transform).__name__}")
@@ -119,7 +121,9 @@ class RandomizeByDatasetProbd(RandomizableTransform):
         self.prob_key = prob_key
         self.default_prob = default_prob
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandomizeByDatasetProbd:
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandomizeByDatasetProbd:
         super().set_random_state(seed, state)
         if isinstance(self.transform, Randomizable):
             self.transform.set_random_state(state=self.R)
@@ -147,15 +151,16 @@ class RandomizeByDatasetProbd(RandomizableTransform):
 class LabelToTaskChannelsd(MapTransform):
     """Turn a label map (1 × spatial, class values) into one binary channel per task of the item's dataset.
 
-    Channel i is ``label == label_values[i]``, with ``label_values`` (from the datalist item) ordered like the
-    item's ``task_index``. Values that are no task of the dataset (background, ``background_labels``) are 0 in every
+    Channel i is ``label == task_label_values[i]`` (from the datalist item, ordered like the item's ``task_index``).
+    Values that are no task of the dataset (background, ``background_labels``) are 0 in every
     channel. The result keeps the label's MetaTensor metadata; ``dtype`` uint8 keeps 20+-channel labels small.
+    (The key does not start with "label_": MONAI's Spacingd treats such keys as the label's meta dictionary.)
     """
 
     def __init__(
         self,
         keys: KeysCollection = "label",
-        label_values_key: str = "label_values",
+        label_values_key: str = "task_label_values",
         dtype: torch.dtype = torch.uint8,
         allow_missing_keys: bool = False,
     ) -> None:

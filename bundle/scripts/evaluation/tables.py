@@ -20,6 +20,7 @@ SPACES = ("native", "resampled")
 METRICS = ("dice", "hd95_mm", "nsd")
 CSV_COLUMNS = (
     "case",
+    "image",
     "dataset",
     "modality",
     "task_id",
@@ -102,7 +103,8 @@ def task_summaries(rows: Sequence[dict]) -> dict[str, list[dict]]:
                 for metric in METRICS:
                     summary[f"{space}_{metric}"] = _mean([float(r[f"{space}_{metric}"]) for r in present])
                 summary[f"{space}_missed"] = sum(r[f"{space}_status"] == STATUS_MISSED for r in task_rows)
-                summary[f"{space}_false_positive"] = sum(r[f"{space}_status"] == STATUS_FALSE_POSITIVE for r in task_rows)
+                false_positive = [r for r in task_rows if r[f"{space}_status"] == STATUS_FALSE_POSITIVE]
+                summary[f"{space}_false_positive"] = len(false_positive)
             summaries[dataset].append(summary)
     return summaries
 

@@ -7,18 +7,23 @@ class CaseError(Exception):
     """A problem with one input case; the batch reports it and goes on with the other cases."""
 
 
-class SetupError(Exception):
+class SetupError(ValueError):
     """A problem that stops the whole run before any case (no weights, unknown task or modality name)."""
+
+
+def error_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from (MONAI wraps a failing transform's error in its own)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def one_line(err: BaseException) -> str:
     """The message a person should read: our own errors as they are, others as ``Type: first line`` of the root cause."""
-    chain = [err]
-    while chain[-1].__cause__ is not None or (chain[-1].__context__ is not None and not chain[-1].__suppress_context__):
-        nxt = chain[-1].__cause__ or chain[-1].__context__
-        if nxt in chain:
-            break
-        chain.append(nxt)
+    chain = error_chain(err)
     for item in chain:
         if isinstance(item, (CaseError, SetupError)):
             return _first_line(item)

@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 
-from .errors import CaseError
+from .errors import CaseError, SetupError
 
 # Agreed indices (configs/task_registry.json "modalities"); -1 selects the last prior row: MRI of unknown sequence.
 MODALITY_INDEX: dict[str, int] = {"ct": 0, "pet": 1, "t1": 2, "t2": 3, "cine": 4, "mr": -1}
@@ -30,7 +31,7 @@ def check_modality_choice(value: Any, source: str = "--modality") -> str:
     """Normalise a user's modality choice; unknown values name the accepted ones."""
     name = str(value).strip().lower() if value is not None else "auto"
     if name not in CHOICES:
-        raise ValueError(f"{source}: unknown modality '{value}'; choose one of {', '.join(CHOICES)}")
+        raise SetupError(f"{source}: unknown modality '{value}'; choose one of {', '.join(CHOICES)}")
     return name
 
 
@@ -91,7 +92,8 @@ class ModalityProbe:
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> str:
         normalized = self.normalizer({"image": image.clone(), "modality_index": torch.tensor(-1)})["image"]
-        window = self.centre_window(torch.as_tensor(normalized).float())[None].to(self.device)
+        plain = normalized.as_tensor() if isinstance(normalized, MetaTensor) else torch.as_tensor(normalized)
+        window = self.centre_window(plain.float())[None].to(self.device)  # plain tensor: no metadata overhead
         was_training = self.network.training
         self.network.eval()
         try:

@@ -60,7 +60,7 @@ class TaskSelector:
         self.registry = registry
         self.request = parse_task_request(tasks)
         self._datasets = {name.lower(): name for name in registry.datasets}
-        self._validate()
+        self._validated = False
 
     # --- registry views -------------------------------------------------------------------------------------
     def datasets_for(self, modality: str) -> list[str]:
@@ -73,10 +73,12 @@ class TaskSelector:
         return [t for t in self.registry.tasks if keep is None or t.dataset in keep]
 
     # --- validation ------------------------------------------------------------------------------------------
-    def _validate(self) -> None:
+    def validate(self) -> None:
+        """Raise SetupError naming close matches when a requested name exists in no dataset."""
         for token in self.request or []:
             if self._lookup_static(token) is None:
                 raise SetupError(f"--tasks: unknown task '{token}'; {self._suggest(token)}")
+        self._validated = True
 
     def _lookup_static(self, token: str) -> list[Any] | None:
         """Tasks named by a preset or qualified name, ``[]`` for a bare task name that exists, None if unknown."""
@@ -99,6 +101,8 @@ class TaskSelector:
     # --- resolution ------------------------------------------------------------------------------------------
     def resolve(self, modality: str) -> list[TaskGroup]:
         """Label groups for one image of ``modality``; raises CaseError when a name has no task for it."""
+        if not self._validated:
+            self.validate()
         pending: list[tuple[str, list[Any]]] = []
         if self.request is None:
             datasets = self.datasets_for(modality)

@@ -1,0 +1,44 @@
+"""A quick-look PNG: a few axial slices of the image with the label map on top (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def pick_slices(labels: np.ndarray, count: int = 3) -> list[int]:
+    """Axial slices through the labelled range (evenly spread), or through the volume when nothing is labelled."""
+    found = np.flatnonzero(labels.reshape(-1, labels.shape[-1]).any(axis=0))
+    low, high = (int(found[0]), int(found[-1])) if found.size else (0, labels.shape[-1] - 1)
+    return sorted({int(round(v)) for v in np.linspace(low, high, count + 2)[1:-1]}) or [labels.shape[-1] // 2]
+
+
+def save_overlay(
+    path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, names: Sequence[str], title: str = ""
+) -> None:
+    """``image`` and ``labels`` on one RAS grid (x, y, z); drawn anterior up, patient right on the right (neurological view)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    slices = pick_slices(labels)
+    colours = plt.get_cmap("tab20")(np.arange(max(1, len(names))) % 20)
+    cmap = ListedColormap(np.vstack([[0, 0, 0, 0], colours]))
+    low, high = np.percentile(image, [1, 99])
+    fig, axes = plt.subplots(1, len(slices), figsize=(4 * len(slices), 4.4), squeeze=False)
+    for ax, z in zip(axes[0], slices):
+        ax.imshow(image[:, :, z].T, cmap="gray", origin="lower", vmin=low, vmax=high)
+        ax.imshow(labels[:, :, z].T, cmap=cmap, vmin=0, vmax=len(names), origin="lower", alpha=0.45,
+                  interpolation="nearest")
+        ax.set_title(f"axial slice {z} (1.5 mm RAS grid)", fontsize=9)
+        ax.axis("off")
+    present = sorted(set(np.unique(labels[:, :, slices]).tolist()) - {0})
+    legend = ", ".join(names[i - 1] for i in present[:8]) or "no label above threshold"
+    fig.suptitle(f"{title}\n{legend}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

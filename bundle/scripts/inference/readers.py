@@ -1,0 +1,55 @@
+"""One ``LoadImaged`` reader for every supported input, picked by what the path is.
+
+``LoadImage`` falls back to MONAI's default readers when the configured reader's ``read`` raises, so a folder our
+DICOM reader rejects (two series, uneven slices) would be read anyway by another reader, and a corrupt file's
+error would be buried under every reader's refusal. This reader therefore never fails in ``read``: it keeps the
+error and raises it from ``get_data``, which ``LoadImage`` does not retry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import ImageReader, NibabelReader, NrrdReader
+
+from .dicom import DicomSeriesReader
+
+
+class _Failed:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class InputImageReader(ImageReader):
+    """DICOM series folder -> :class:`DicomSeriesReader`, ``*.nrrd`` -> ``NrrdReader``, else ``NibabelReader``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers = {"dicom": DicomSeriesReader(), "nrrd": NrrdReader(), "nifti": NibabelReader()}
+        self._last: ImageReader = self.readers["nifti"]
+
+    @staticmethod
+    def kind(path: str | os.PathLike) -> str:
+        if Path(path).is_dir():
+            return "dicom"
+        return "nrrd" if str(path).lower().endswith(".nrrd") else "nifti"
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        return True
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        path = data if isinstance(data, (str, os.PathLike)) else data[0]
+        self._last = self.readers[self.kind(path)]
+        try:
+            return self._last.read(data, **kwargs)
+        except Exception as err:  # raised again from get_data, see the module docstring
+            return _Failed(err)
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        if isinstance(img, _Failed):
+            raise img.error
+        return self._last.get_data(img)

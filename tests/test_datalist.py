@@ -1,0 +1,159 @@
+"""Datalist loading on real NIfTI files: resolved paths, added task fields, every bad item reported; weighted sampling."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from scripts.datalist import DatalistError, load_datalist
+from scripts.sampling import dataset_weighted_sampler, item_weights
+from scripts.task_registry import TaskRegistry
+
+
+@pytest.fixture(scope="module")
+def registry(bundle_root: Path) -> TaskRegistry:
+    return TaskRegistry.load(bundle_root / "configs" / "task_registry.json")
+
+
+def _nifti(path: Path, array: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)) -> Path:
+    nib.save(nib.Nifti1Image(array, np.diag([*spacing, 1.0])), str(path))
+    return path
+
+
+def _label(values: list[int], shape: tuple[int, int, int] = (8, 8, 4), dtype: type = np.uint8) -> np.ndarray:
+    label = np.zeros(shape, dtype=dtype)
+    for i, value in enumerate(values):
+        label[i, : i + 2, 1] = value
+    return label
+
+
+@pytest.fixture()
+def case_dir(tmp_path: Path) -> Path:
+    """Images and labels of four datasets in <tmp>/cases, the datalist in <tmp>."""
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    image = np.random.default_rng(0).normal(size=(8, 8, 4)).astype(np.float32)
+    for name, values in {"lits": [1, 2], "amos_mr": [1, 13, 14, 15], "chaos": [1, 4], "kits": [2]}.items():
+        _nifti(cases / f"{name}.nii.gz", image)
+        _nifti(cases / f"{name}_gt.nii.gz", _label(values))
+    return tmp_path
+
+
+def _datalist(folder: Path, items: list[dict], section: str = "training") -> Path:
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({section: items}))
+    return path
+
+
+def test_items_get_paths_tasks_and_modality(case_dir: Path, registry: TaskRegistry) -> None:
+    items = [
+        {"image": "cases/lits.nii.gz", "label": "cases/lits_gt.nii.gz", "dataset": "lits", "case": "a"},
+        {"image": "cases/amos_mr.nii.gz", "label": "cases/amos_mr_gt.nii.gz", "dataset": "amos_mr"},
+        {"image": "cases/chaos.nii.gz", "label": "cases/chaos_gt.nii.gz", "dataset": "chaos", "modality": "t1_out"},
+        {"image": str(case_dir / "cases/kits.nii.gz"), "dataset": "kits"},
+    ]
+    loaded = load_datalist(_datalist(case_dir, items), registry, label_cache=None)
+    assert loaded[0]["image"] == str(case_dir / "cases" / "lits.nii.gz")
+    assert loaded[0]["label"] == str(case_dir / "cases" / "lits_gt.nii.gz")
+    assert loaded[0]["case"] == "a"  # user keys are kept
+    assert loaded[0]["task_index"] == [0, 1] and loaded[0]["task_label_values"] == [1, 2]
+    assert loaded[0]["modality_index"] == 0 and loaded[0]["intensity_aug_prob"] == 0.1
+    # amos_mr: labels 14/15 are background labels of the dataset, its tasks stop at label 13
+    assert loaded[1]["task_index"] == list(range(4, 17)) and loaded[1]["modality_index"] == -1
+    assert loaded[1]["intensity_aug_prob"] == 0.2
+    assert loaded[2]["task_index"] == [38, 39, 40, 41] and loaded[2]["modality_index"] == 2
+    assert "label" not in loaded[3] and loaded[3]["task_index"] == [2, 3]
+
+
+def test_every_bad_item_is_reported_once_with_index_and_image(case_dir: Path, registry: TaskRegistry) -> None:
+    _nifti(case_dir / "cases" / "float_gt.nii.gz", _label([1], dtype=np.float32) * 0.5)
+    _nifti(case_dir / "cases" / "small_gt.nii.gz", _label([1], shape=(8, 8, 3)))
+    items = [
+        {"image": "cases/lits.nii.gz", "label": "cases/lits_gt.nii.gz", "dataset": "lits"},
+        {"image": "cases/lits.nii.gz", "label": "cases/lits_gt.nii.gz", "dataset": "litz"},
+        {"image": "cases/gone.nii.gz", "label": "cases/lits_gt.nii.gz", "dataset": "lits"},
+        {"image": "cases/amos_mr.nii.gz", "label": "cases/amos_mr_gt.nii.gz", "dataset": "lits"},
+        {"image": "cases/chaos.nii.gz", "label": "cases/chaos_gt.nii.gz", "dataset": "chaos"},
+        {"image": "cases/lits.nii.gz", "label": "cases/float_gt.nii.gz", "dataset": "lits"},
+        {"image": "cases/lits.nii.gz", "label": "cases/small_gt.nii.gz", "dataset": "lits"},
+        {"image": "cases/lits.nii.gz", "label": "cases/lits_gt.nii.gz"},
+    ]
+    path = _datalist(case_dir, items)
+    with pytest.raises(DatalistError) as err:
+        load_datalist(path, registry, label_cache=None)
+    message = str(err.value)
+    assert message.startswith(f"datalist {path}, section 'training': 7 problem(s):")
+    assert "item 0 " not in message
+    assert "item 1 (image cases/lits.nii.gz): unknown dataset 'litz'; the task registry knows [" in message
+    assert f"item 2 (image cases/gone.nii.gz): image file {case_dir / 'cases' / 'gone.nii.gz'} does not exist" in message
+    assert (
+        f"item 3 (image cases/amos_mr.nii.gz): label file {case_dir / 'cases' / 'amos_mr_gt.nii.gz'} has values "
+        "[13, 14, 15] that are not classes of dataset 'lits' (its classes are [1, 2];" in message
+    )
+    assert "item 4 (image cases/chaos.nii.gz): dataset 'chaos' has several sequences ['t1_in', 't1_out', 't2']" in message
+    assert "item 5 (image cases/lits.nii.gz): label file" in message and "non-integer values [0.5]" in message
+    assert "item 6 (image cases/lits.nii.gz): image size (8, 8, 4) differs from label size (8, 8, 3)" in message
+    assert "item 7 (image cases/lits.nii.gz): 'dataset' is missing" in message
+
+
+def test_label_check_can_be_skipped_and_is_cached(case_dir: Path, registry: TaskRegistry, tmp_path: Path) -> None:
+    label = case_dir / "cases" / "lits_gt.nii.gz"
+    path = _datalist(case_dir, [{"image": "cases/lits.nii.gz", "label": "cases/lits_gt.nii.gz", "dataset": "lits"}])
+    cache = tmp_path / "cache" / "label_values.json"
+    load_datalist(path, registry, label_cache=cache)
+    stored = json.loads(cache.read_text())
+    assert stored[str(label)]["values"] == [0.0, 1.0, 2.0]
+    # a changed label file (new modification time) is read again, not trusted from the cache
+    _nifti(label, _label([1, 3]))
+    os.utime(label, ns=(1_000_000_000, 1_000_000_000))
+    with pytest.raises(DatalistError, match=r"has values \[3\] that are not classes of dataset 'lits'"):
+        load_datalist(path, registry, label_cache=cache)
+    assert json.loads(cache.read_text())[str(label)]["values"] == [0.0, 1.0, 3.0]
+    assert load_datalist(path, registry, check_labels=False)[0]["task_index"] == [0, 1]
+    # entries of files that are gone are dropped when the cache is next written
+    (case_dir / "datalist.json").rename(case_dir / "datalist_old.json")
+    label.unlink()
+    _nifti(case_dir / "cases" / "new_gt.nii.gz", _label([1]))
+    path = _datalist(case_dir, [{"image": "cases/lits.nii.gz", "label": "cases/new_gt.nii.gz", "dataset": "lits"}])
+    load_datalist(path, registry, label_cache=cache)
+    assert list(json.loads(cache.read_text())) == [str(case_dir / "cases" / "new_gt.nii.gz")]
+
+
+def test_file_level_errors(case_dir: Path, registry: TaskRegistry) -> None:
+    path = _datalist(case_dir, [], section="training")
+    with pytest.raises(DatalistError, match=r"no section 'validation' \(sections: \['training'\]\)"):
+        load_datalist(path, registry, section="validation")
+    with pytest.raises(DatalistError, match=r"nothing.json: no such file"):
+        load_datalist(case_dir / "nothing.json", registry)
+    assert load_datalist(path, registry) == []
+
+
+def test_sampling_weights_follow_the_registry(registry: TaskRegistry) -> None:
+    items = [{"dataset": "lits"}] * 6 + [{"dataset": "amos_ct"}] * 2 + [{"dataset": "autopet"}] * 2
+    per_dataset = item_weights(items, registry)
+    assert per_dataset.dtype == torch.float64
+    assert torch.allclose(per_dataset[:6], torch.full((6,), 0.3 / 6, dtype=torch.float64))
+    assert torch.allclose(per_dataset[6:8], torch.full((2,), 1.8 / 2, dtype=torch.float64))
+    assert torch.allclose(item_weights(items, registry, "per_item")[:6], torch.full((6,), 0.3, dtype=torch.float64))
+
+    sampler = dataset_weighted_sampler(items, registry, num_samples=4000, generator=torch.Generator().manual_seed(0))
+    drawn = Counter(items[i]["dataset"] for i in sampler)
+    expected = {"lits": 0.3 / 2.2, "amos_ct": 1.8 / 2.2, "autopet": 0.1 / 2.2}
+    for name, share in expected.items():  # within 4 binomial standard deviations
+        assert abs(drawn[name] / 4000 - share) < 4 * (share * (1 - share) / 4000) ** 0.5, (name, drawn)
+
+    shards = [
+        list(dataset_weighted_sampler(items, registry, 50, distributed=True, num_replicas=2, rank=r, seed=1))
+        for r in (0, 1)
+    ]
+    assert [len(s) for s in shards] == [50, 50]
+    assert all(0 <= i < len(items) for shard in shards for i in shard)
+    with pytest.raises(ValueError, match=r"item 1 \(image None\): unknown dataset 'nope'"):
+        item_weights([{"dataset": "lits"}, {"dataset": "nope"}], registry)
