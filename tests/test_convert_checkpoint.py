@@ -29,9 +29,8 @@ def published_checkpoint(shared_fixtures: Path) -> Path:
 
 
 def test_every_published_name_maps_onto_the_network(shared_fixtures: Path) -> None:
-    checkpoint = torch.load(
-        shared_fixtures / "hermes_reference" / "hermes_reference_checkpoint.pth", weights_only=True
-    )
+    source = shared_fixtures / "hermes_reference" / "hermes_reference_checkpoint.pth"
+    checkpoint = torch.load(source, weights_only=True)
     names = {published_to_bundle_name(k) for k in checkpoint["ema_model_state_dict"]}
     expected = set(HermesResUNet(base_channels=8, num_tasks=9, num_modalities=4).state_dict())
     assert names == expected
