@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .io_utils import read_json_object
 from .task_registry import TaskRegistry
 
 logger = logging.getLogger(__name__)
@@ -97,15 +98,7 @@ def load_datalist(
 
 
 def _read_section(path: Path, section: str) -> list[Any]:
-    if not path.is_file():
-        raise DatalistError(f"datalist {path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            content = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatalistError(f"datalist {path}: not valid JSON ({err})") from err
-    if not isinstance(content, dict):
-        raise DatalistError(f"datalist {path}: the top level must be an object of section -> list of items")
+    content = read_json_object(path, "datalist", DatalistError)
     if section not in content:
         raise DatalistError(f"datalist {path}: no section '{section}' (sections: {sorted(content)})")
     items = content[section]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -53,3 +54,18 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json_object(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """Read a JSON file whose top level must be an object; every problem is one ``error`` naming ``what`` and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{what} {path}: not valid JSON ({err})") from err
+    if not isinstance(content, dict):
+        raise error(f"{what} {path}: the top level must be a JSON object")
+    return content

@@ -8,11 +8,11 @@ top and may only add datasets and tasks with new ids >= 72. Every inconsistency 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
+
+from .io_utils import read_json_object
 
 #: Prior rows of the published checkpoint (71 tasks + one reserved row); ids of user tasks start here.
 PUBLISHED_NUM_TASKS = 72
@@ -174,16 +174,7 @@ _MR_MODALITIES = ("t1", "t2", "cine", "mr")
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    if not Path(path).is_file():
-        raise TaskRegistryError(f"task registry {path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            raw = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TaskRegistryError(f"task registry {path}: not valid JSON ({err})") from err
-    if not isinstance(raw, dict):
-        raise TaskRegistryError(f"task registry {path}: the top level must be a JSON object")
-    return raw
+    return read_json_object(path, "task registry", TaskRegistryError)
 
 
 def _parse_modalities(raw: Mapping[str, Any], path: str) -> dict[str, int]:

@@ -9,10 +9,18 @@ import numpy as np
 
 
 def pick_slices(labels: np.ndarray, count: int = 3) -> list[int]:
-    """Axial slices through the labelled range (evenly spread), or through the volume when nothing is labelled."""
-    found = np.flatnonzero(labels.reshape(-1, labels.shape[-1]).any(axis=0))
+    """Axial slices worth looking at: for each label, where it is largest; then slices spread through the labelled
+    range (or the whole volume when nothing is labelled) until there are ``count``."""
+    area = np.stack([(labels == value).sum(axis=(0, 1)) for value in np.unique(labels) if value != 0] or
+                    [np.zeros(labels.shape[-1], dtype=int)])
+    chosen = [int(np.argmax(per_label)) for per_label in area if per_label.any()][:count]
+    found = np.flatnonzero(area.sum(axis=0))
     low, high = (int(found[0]), int(found[-1])) if found.size else (0, labels.shape[-1] - 1)
-    return sorted({int(round(v)) for v in np.linspace(low, high, count + 2)[1:-1]}) or [labels.shape[-1] // 2]
+    for value in np.linspace(low, high, count + 2)[1:-1]:
+        if len(set(chosen)) >= count:
+            break
+        chosen.append(int(round(value)))
+    return sorted(set(chosen))
 
 
 def save_overlay(
