@@ -7,7 +7,7 @@ import torch.nn as nn
 from ignite.engine import Engine
 
 from scripts.ema import EMAUpdateHandler, ModelEMA, unwrap_model
-from scripts.io_utils import atomic_torch_save, safe_torch_load
+from scripts.io_utils import atomic_torch_save, load_weights_only
 
 
 def _net() -> nn.Module:
@@ -78,7 +78,7 @@ def test_ema_checkpoint_has_the_network_keys(tmp_path) -> None:
     assert list(ema.state_dict()) == list(model.state_dict())
     path = atomic_torch_save({"model_state_dict": model.state_dict(), "ema_model_state_dict": ema.state_dict()},
                              tmp_path / "checkpoint.pt")
-    loaded = safe_torch_load(path)
+    loaded = load_weights_only(path)
     fresh = ModelEMA(_net())
     fresh.load_state_dict(loaded["ema_model_state_dict"])
     for got, want in zip(fresh.module.state_dict().values(), ema.module.state_dict().values()):

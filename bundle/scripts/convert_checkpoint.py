@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint_names import published_to_bundle_name
-from .io_utils import atomic_torch_save, safe_torch_load
+from .io_utils import atomic_torch_save, load_weights_only
 from .networks.hermes import HermesResUNet
 
 STATE_KEYS = {"ema": "ema_model_state_dict", "model": "model_state_dict"}
@@ -108,7 +108,7 @@ def convert(
         raise FileExistsError(f"{destination} already exists; pass --overwrite to replace it")
     network = build_network(config_file, network_overrides)
     try:
-        checkpoint = safe_torch_load(source)
+        checkpoint = load_weights_only(source)
     except ValueError as err:
         raise CheckpointError(str(err)) from None
     weights = convert_state_dict(extract_state(checkpoint, source, state), network, source)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    weights = safe_torch_load(written)
+    weights = load_weights_only(written)
     count = sum(t.numel() for t in weights.values())
     print(f"wrote {written}: {len(weights)} tensors, {count:,} parameters ({args.state} weights of {args.source})")
     return 0

@@ -35,7 +35,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, overwrite: bool = False
     return path
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+def load_weights_only(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """Load a checkpoint with ``weights_only=True``; a clear ``ValueError`` names the file when that is impossible."""
     path = Path(path)
     if not path.is_file():

@@ -29,7 +29,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from .ema import unwrap_model as unwrap
-from .io_utils import atomic_torch_save, safe_torch_load
+from .io_utils import atomic_torch_save, load_weights_only
 
 LOGGER = logging.getLogger("hermes.training")
 
@@ -255,7 +255,7 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> None:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint of tensors and plain values only (``weights_only=True``), with a clear error if unusable."""
-    checkpoint = safe_torch_load(path, map_location=map_location)
+    checkpoint = load_weights_only(path, map_location=map_location)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict")
     return checkpoint

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..io_utils import safe_torch_load, sha256_of
+from ..io_utils import load_weights_only, sha256_of
 from .errors import SetupError
 from .flags import as_flag
 
@@ -48,7 +48,7 @@ def load_weights(network: nn.Module, ckpt_path: str | os.PathLike) -> str:
     if not path.is_file():
         raise SetupError(f"no model weights at {path}: {HOW_TO_GET_WEIGHTS}")
     try:
-        state = safe_torch_load(path)
+        state = load_weights_only(path)
     except ValueError as err:
         raise SetupError(str(err)) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
