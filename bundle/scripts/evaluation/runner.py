@@ -20,6 +20,7 @@ from torch import nn
 
 from ..inference.errors import SetupError, one_line
 from ..inference.network import load_weights
+from ..inference.runner import sliding_window_probabilities
 from .cases import EvaluationCases
 from .scoring import CaseScorer
 from .tables import dataset_means, markdown_report, task_summaries, write_csv, write_markdown
@@ -113,16 +114,8 @@ class EvaluationRunner:
         return self.written
 
     def predict(self, data: dict[str, Any]) -> torch.Tensor:
-        """Per-task probabilities (n × network grid, CPU float32)."""
-        image = torch.as_tensor(data["image"])
-        with torch.no_grad():
-            out = self.inferer(
-                image[None].to(self.device, torch.float32),
-                self.segmenter,
-                torch.as_tensor(data["task_index"]).reshape(1, -1).to(self.device),
-                torch.as_tensor(data["modality_index"]).reshape(1).to(self.device),
-            )
-        return torch.as_tensor(out)[0].float().cpu()
+        """Per-task probabilities (n × network grid, CPU float32), exactly as inference computes them."""
+        return sliding_window_probabilities(data, self.inferer, self.segmenter, self.device).float()
 
     def evaluate_case(self, index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
         data = self.dataset[index]

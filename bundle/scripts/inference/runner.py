@@ -24,6 +24,31 @@ from .task_selection import TaskSelector
 from .writers import CaseWriter, NativeGrid, OutputPaths, atomic_write, native_grid
 
 
+def sliding_window_probabilities(
+    data: dict[str, Any],
+    inferer: Callable[..., torch.Tensor],
+    segmenter: nn.Module,
+    device: torch.device,
+    low_precision_voxels: int = 2_000_000_000,
+) -> torch.Tensor:
+    """Per-task probabilities (n × D × H × W, on CPU) of one preprocessed case; shared by inference and evaluation.
+
+    Past ``low_precision_voxels`` (tasks × voxels) on CUDA the windows are stitched in float16 to bound memory.
+    """
+    image = data["image"].as_tensor() if isinstance(data["image"], MetaTensor) else torch.as_tensor(data["image"])
+    task_index = torch.as_tensor(data["task_index"]).reshape(-1)
+    big = task_index.numel() * image[0].numel() > low_precision_voxels
+    dtype = torch.float16 if big and device.type == "cuda" else torch.float32
+    with torch.no_grad():
+        out = inferer(
+            image[None].to(device, dtype),
+            segmenter,
+            task_index[None].to(device),
+            torch.as_tensor(data["modality_index"]).reshape(1).to(device),
+        )
+    return torch.as_tensor(out)[0].cpu()
+
+
 class InferenceRunner:
     """The ``evaluator`` of configs/inference.json.
 
@@ -114,18 +139,7 @@ class InferenceRunner:
     # --- one case --------------------------------------------------------------------------------------------
     def predict(self, data: dict[str, Any]) -> torch.Tensor:
         """Per-task probabilities (n × D × H × W, on CPU) on the preprocessed grid."""
-        image = data["image"].as_tensor() if isinstance(data["image"], MetaTensor) else torch.as_tensor(data["image"])
-        task_index = data["task_index"]
-        big = task_index.numel() * image[0].numel() > self.low_precision_voxels
-        dtype = torch.float16 if big and self.device.type == "cuda" else torch.float32
-        with torch.no_grad():
-            out = self.inferer(
-                image[None].to(self.device, dtype),
-                self.segmenter,
-                task_index[None].to(self.device),
-                data["modality_index"].reshape(1).to(self.device),
-            )
-        return torch.as_tensor(out)[0].cpu()
+        return sliding_window_probabilities(data, self.inferer, self.segmenter, self.device, self.low_precision_voxels)
 
     def say(self, text: str) -> None:
         (self.summary or RunSummary()).say(text)

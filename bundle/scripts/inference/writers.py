@@ -97,39 +97,28 @@ class CaseWriter:
 
     def check_options(self) -> None:
         """Raise SetupError for a switch that is not true/false (checked before any case runs)."""
-        for name, value in self.options.items():
-            as_flag(value, name)
+        for name in self.options:
+            self.flag(name)
 
-    @property
-    def overwrite(self) -> bool:
-        return as_flag(self.options["overwrite"], "overwrite")
-
-    @property
-    def save_task_masks(self) -> bool:
-        return as_flag(self.options["save_task_masks"], "save_task_masks")
-
-    @property
-    def save_probabilities(self) -> bool:
-        return as_flag(self.options["save_probabilities"], "save_probabilities")
-
-    @property
-    def save_overlay(self) -> bool:
-        return as_flag(self.options["save_overlay"], "save_overlay")
+    def flag(self, name: str) -> bool:
+        """One of the true/false switches (given as words on the command line)."""
+        return as_flag(self.options[name], name)
 
     def paths(self, name: str, groups: Sequence[TaskGroup] = ()) -> OutputPaths:
         out = self.output_dir
         return OutputPaths(
             label_map=out / f"{name}_seg.nii.gz",
             sidecar=out / f"{name}_seg.json",
-            overlay=out / f"{name}_overlay.png" if self.save_overlay else None,
-            masks={g.label: out / f"{name}_task-{task_slug(g.name)}.nii.gz" for g in groups} if self.save_task_masks else {},
+            overlay=out / f"{name}_overlay.png" if self.flag("save_overlay") else None,
+            masks={g.label: out / f"{name}_task-{task_slug(g.name)}.nii.gz" for g in groups}
+            if self.flag("save_task_masks") else {},
             probabilities={g.label: out / f"{name}_prob-{task_slug(g.name)}.nii.gz" for g in groups}
-            if self.save_probabilities else {},
+            if self.flag("save_probabilities") else {},
         )
 
     def check_free(self, source: str, paths: OutputPaths) -> None:
         """Raise before any work when an output exists and ``--overwrite`` was not given."""
-        if self.overwrite:
+        if self.flag("overwrite"):
             return
         taken = [p for p in paths.all() if p.exists()]
         if taken:
