@@ -86,5 +86,5 @@ class DecoderStage(nn.Module):
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         # Interpolate in float32 (as the published model does under autocast), then return to the skip's dtype.
-        up = F.interpolate(deep.float(), size=skip.shape[2:], mode="trilinear", align_corners=True).to(deep.dtype)
+        up = F.interpolate(deep.float(), size=skip.shape[2:], mode="trilinear", align_corners=True)
         return self.blocks(torch.cat([skip, up.to(skip.dtype)], dim=1))
