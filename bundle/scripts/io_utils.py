@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,17 @@ def load_weights_only(path: str | os.PathLike, map_location: str | torch.device 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a PyTorch checkpoint that loads with weights_only=True ({first_line})") from err
+        raise ValueError(f"{path}: not a PyTorch checkpoint that loads with weights_only=True ({_why(path, err)})") from err
+
+
+def _why(path: Path, err: Exception) -> str:
+    """A short reason for a failed weights-only load; torch's own text suggests unsafe loading, which we never do."""
+    if not zipfile.is_zipfile(path):
+        return "the file is not a torch.save archive: wrong file, or truncated"
+    if "Weights only load failed" in str(err):
+        return "it holds Python objects other than tensors and plain containers, which are refused for safety"
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def sha256_of(path: str | os.PathLike) -> str:
