@@ -289,6 +289,7 @@ class RunCheckpointer:
         self.resume = bool(resume)
         self.trainer: Engine | None = None
         self.evaluator: Engine | None = None
+        self._latest_written: tuple[int, float] | None = None  # (iteration, best metric) of the last latest.pt
 
     # wiring ---------------------------------------------------------------------------------------------------------
     def attach(self, trainer: Engine) -> None:
@@ -332,11 +333,19 @@ class RunCheckpointer:
         return path
 
     # events ---------------------------------------------------------------------------------------------------------
+    def _progress(self) -> tuple[int, float]:
+        """What distinguishes one latest.pt from the next: the iteration and the best metric so far."""
+        iteration = int(self.trainer.state.iteration) if self.trainer is not None else 0
+        best = getattr(self.evaluator.state, "best_metric", -1) if self.evaluator is not None else -1
+        return iteration, float(best)
+
     def _save_latest(self, engine: Engine) -> None:
+        self._latest_written = self._progress()
         self.save(LATEST)
 
     def _save_final(self, engine: Engine) -> None:
-        self.save(LATEST)
+        if self._latest_written != self._progress():  # a release-size latest.pt is ~1 GB: never rewrite the same state
+            self._save_latest(engine)
         self.save(FINAL)
 
     def _save_best_if_improved(self, evaluator: Engine) -> None:
