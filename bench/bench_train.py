@@ -1,6 +1,6 @@
 """Training-step benchmark of the workflow in bundle/configs/train.json (not a test).
 
-Builds the network, HermesLoss, Lamb, WarmupPolyLR, EMA and HermesPrepareBatch from train.json (so the numbers follow
+Builds the network, HermesLoss, Lamb, the warm-up + poly schedule, EMA and HermesPrepareBatch from train.json (so the numbers follow
 the config) and runs MONAI's SupervisedTrainer on synthetic in-memory batches (no data loading is timed):
 - CUDA: 128^3 patches, batch 2, bf16 autocast (the release setting per GPU); skipped with a message without a GPU;
 - CPU: a small setting (default 32^3, batch 2, base width 8, and 64^3 at the release width 32).
@@ -24,7 +24,7 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
 
-def synthetic_batches(count: int, batch: int, size: int, tasks: int, seed: int = 0) -> list[dict]:
+def synthetic_batches(count: int, batch: int, size: int, tasks: int, dataset: str, seed: int = 0) -> list[dict]:
     """Batches shaped like pad_tasks_collate output: image, per-task binary labels (spheres), task/modality ids."""
     generator = torch.Generator().manual_seed(seed)
     grid = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
@@ -38,36 +38,44 @@ def synthetic_batches(count: int, batch: int, size: int, tasks: int, seed: int =
                 label[b, t] = (((grid - centre) ** 2).sum(0) <= radius**2).to(torch.uint8)
         image = torch.randn(batch, 1, size, size, size, generator=generator) + label.float().sum(1, keepdim=True)
         task_index = torch.stack([torch.randperm(71, generator=generator)[:tasks] for _ in range(batch)])
+        # the collate's null column: every sample carries a -1 with an empty label channel, as published
+        task_index = torch.cat([task_index, torch.full((batch, 1), -1)], dim=1)
+        label = torch.cat([label, torch.zeros_like(label[:, :1])], dim=1)
         modality_index = torch.randint(0, 5, (batch,), generator=generator)
-        batches.append({"image": image, "label": label, "task_index": task_index, "modality_index": modality_index})
+        batches.append({"image": image, "label": label, "task_index": task_index, "modality_index": modality_index,
+                        "dataset": [dataset] * batch})
     return batches
 
 
 def build_trainer(device: torch.device, size: int, batch: int, base_channels: int, iterations: int, tasks: int):
+    import os
+
     from monai.bundle import ConfigParser
     from monai.engines import SupervisedTrainer
     from monai.handlers import LrScheduleHandler
 
-    from scripts.ema import EMAUpdateHandler
+    from scripts.training.ema import HermesEMAHandler
 
+    os.chdir(BUNDLE)  # train.json pulls shared ids from configs/common.json, a path relative to the bundle folder
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser.update({
         "bundle_root": str(BUNDLE), "device": f"$torch.device('{device}')", "base_channels": base_channels,
-        "network_def#num_tasks": 72, "patch_size": [size] * 3, "batch_size": batch,
-        "max_epochs": 1, "iterations_per_epoch": iterations, "warmup_epochs": 0.1,
-        "amp": device.type == "cuda",
+        "task_registry_sources": [], "roi_size": [size] * 3, "batch_size": batch,
+        "max_epochs": 1, "iterations_per_epoch": iterations, "warmup_epochs": 0.1, "amp": device.type == "cuda",
     })
     network = parser.get_parsed_content("network")
     optimizer = parser.get_parsed_content("optimizer")
+    dataset = next(iter(parser.get_parsed_content("task_registry").datasets))  # any registry dataset: batches need one
+    ema = HermesEMAHandler(network, parser.get_parsed_content("ema_model"), parser.get_parsed_content("ema_decay"))
     trainer = SupervisedTrainer(
         device=device, max_epochs=1, epoch_length=iterations,
-        train_data_loader=synthetic_batches(iterations, batch, size, tasks),
+        train_data_loader=synthetic_batches(iterations, batch, size, tasks, dataset),
         network=network, optimizer=optimizer, loss_function=parser.get_parsed_content("loss"),
         prepare_batch=parser.get_parsed_content("prepare_batch"),
         amp=device.type == "cuda", amp_kwargs={"dtype": torch.bfloat16}, decollate=False,
         train_handlers=[LrScheduleHandler(parser.get_parsed_content("lr_scheduler"), epoch_level=False, print_lr=False),
-                        EMAUpdateHandler(parser.get_parsed_content("ema"))],
+                        ema],
     )
     return trainer, sum(p.numel() for p in network.parameters())
 

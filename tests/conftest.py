@@ -31,6 +31,6 @@ def shared_fixtures() -> Path:
 def sample_suite() -> dict:
     """The built-in sample suite (real pyradiomics/mricron-data cases + synthetic PET) as {"root", "datalist",
     "task_registry", ...}; fetched once from PyPI/Debian into $HERMES_SAMPLE_DIR or ~/.cache/... and reused after."""
-    from scripts.sample_data import ensure_sample_suite
+    from scripts.sample_suite import ensure_sample_suite
 
     return ensure_sample_suite()

@@ -56,7 +56,7 @@ def test_missing_ema_weights_are_named(bundle_root: Path, tmp_path: Path) -> Non
     torch.save({"epoch": 3, "state_dict": {}}, source)
     result = _run(bundle_root, source, tmp_path / "out.pt")
     assert result.returncode == 1
-    assert "no 'ema_model_state_dict'" in result.stderr and "epoch" in result.stderr
+    assert "neither a weights file nor a Hermes checkpoint (it holds: epoch, state_dict)" in result.stderr
 
 
 def test_shape_mismatch_names_the_tensor(bundle_root: Path, published_checkpoint: Path, tmp_path: Path) -> None:
@@ -94,3 +94,14 @@ def test_ddp_prefixed_names_are_accepted(published_checkpoint: Path, tmp_path: P
     torch.save(checkpoint, source)
     written = convert(source, tmp_path / "out.pt", base_channels=8, num_tasks=9, num_modalities=4)
     assert len(torch.load(written, weights_only=True)) == 405
+
+
+def test_a_run_checkpoint_converts_to_weights(bundle_root: Path, tmp_path: Path) -> None:
+    """A training run's best.pt becomes a weights file (its EMA weights), e.g. to hand on without the run folder."""
+    net, ema = (HermesResUNet(base_channels=4, num_tasks=72) for _ in range(2))
+    torch.save({"model_state_dict": net.state_dict(), "ema_model_state_dict": ema.state_dict(),
+                "optimizer_state_dict": None}, tmp_path / "best.pt")
+    result = _run(bundle_root, tmp_path / "best.pt", tmp_path / "model.pt", "--base_channels=4")
+    assert result.returncode == 0, result.stderr
+    weights = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.equal(weights[k], v) for k, v in ema.state_dict().items())

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.datalist import DatalistError, load_datalist
-from scripts.sampling import dataset_weighted_sampler, item_weights
-from scripts.task_registry import TaskRegistry
+from scripts.data.datalist import DatalistError, own_registries, read_datalist
+from scripts.data.sampling import dataset_weighted_sampler, item_weights
+from scripts.registry import TaskRegistry
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,11 @@ def _datalist(folder: Path, items: list[dict], section: str = "training") -> Pat
     return path
 
 
+def load_datalist(path: Path, registry: TaskRegistry, section: str = "training", **options) -> list[dict]:
+    """One section, checked: what training does."""
+    return read_datalist(path, registry, [section], **options).checked().section(section)
+
+
 def test_items_get_paths_tasks_and_modality(case_dir: Path, registry: TaskRegistry) -> None:
     items = [
         {"image": "cases/lits.nii.gz", "label": "cases/lits_gt.nii.gz", "dataset": "lits", "case": "a"},
@@ -59,7 +64,7 @@ def test_items_get_paths_tasks_and_modality(case_dir: Path, registry: TaskRegist
         {"image": "cases/chaos.nii.gz", "label": "cases/chaos_gt.nii.gz", "dataset": "chaos", "modality": "t1_out"},
         {"image": str(case_dir / "cases/kits.nii.gz"), "dataset": "kits"},
     ]
-    loaded = load_datalist(_datalist(case_dir, items), registry, label_cache=None)
+    loaded = load_datalist(_datalist(case_dir, items), registry, label_cache=None, require_label=False)
     assert loaded[0]["image"] == str(case_dir / "cases" / "lits.nii.gz")
     assert loaded[0]["label"] == str(case_dir / "cases" / "lits_gt.nii.gz")
     assert loaded[0]["case"] == "a"  # user keys are kept
@@ -84,23 +89,30 @@ def test_every_bad_item_is_reported_once_with_index_and_image(case_dir: Path, re
         {"image": "cases/lits.nii.gz", "label": "cases/float_gt.nii.gz", "dataset": "lits"},
         {"image": "cases/lits.nii.gz", "label": "cases/small_gt.nii.gz", "dataset": "lits"},
         {"image": "cases/lits.nii.gz", "label": "cases/lits_gt.nii.gz"},
+        {"image": "cases/kits.nii.gz", "dataset": "kits"},
     ]
-    path = _datalist(case_dir, items)
-    with pytest.raises(DatalistError) as err:
-        load_datalist(path, registry, label_cache=None)
+    path = case_dir / "datalist.json"
+    path.write_text(json.dumps({"training": items, "validation": []}))
+    with pytest.raises(DatalistError) as err:  # every section is checked in the same pass
+        read_datalist(path, registry, ["training", "validation", "testing"], label_cache=None).checked()
     message = str(err.value)
-    assert message.startswith(f"datalist {path}, section 'training': 7 problem(s):")
-    assert "item 0 " not in message
-    assert "item 1 (image cases/lits.nii.gz): unknown dataset 'litz'; the task registry knows [" in message
-    assert f"item 2 (image cases/gone.nii.gz): image file {case_dir / 'cases' / 'gone.nii.gz'} does not exist" in message
+    assert message.startswith(f"datalist {path}: 10 problem(s):")
+    assert "training item 0 " not in message
+    assert "training item 1 (image cases/lits.nii.gz): unknown dataset 'litz'; the task registry knows [" in message
+    assert (f"training item 2 (image cases/gone.nii.gz): image file {case_dir / 'cases' / 'gone.nii.gz'} does not "
+            "exist") in message
     assert (
-        f"item 3 (image cases/amos_mr.nii.gz): label file {case_dir / 'cases' / 'amos_mr_gt.nii.gz'} has values "
-        "[13, 14, 15] that are not classes of dataset 'lits' (its classes are [1, 2];" in message
+        f"training item 3 (image cases/amos_mr.nii.gz): label file {case_dir / 'cases' / 'amos_mr_gt.nii.gz'} has "
+        "values [13, 14, 15] that are not classes of dataset 'lits' (its classes are [1, 2];" in message
     )
-    assert "item 4 (image cases/chaos.nii.gz): dataset 'chaos' has several sequences ['t1_in', 't1_out', 't2']" in message
-    assert "item 5 (image cases/lits.nii.gz): label file" in message and "non-integer values [0.5]" in message
-    assert "item 6 (image cases/lits.nii.gz): image size (8, 8, 4) differs from label size (8, 8, 3)" in message
-    assert "item 7 (image cases/lits.nii.gz): 'dataset' is missing" in message
+    assert ("training item 4 (image cases/chaos.nii.gz): dataset 'chaos' has several sequences "
+            "['t1_in', 't1_out', 't2']") in message
+    assert "training item 5 (image cases/lits.nii.gz): label file" in message and "non-integer values [0.5]" in message
+    assert "training item 6 (image cases/lits.nii.gz): image size (8, 8, 4) differs from label size (8, 8, 3)" in message
+    assert "training item 7 (image cases/lits.nii.gz): 'dataset' is missing" in message
+    assert "training item 8 (image cases/kits.nii.gz): 'label' is missing" in message
+    assert "section 'validation': is empty; add items or name another section" in message
+    assert "section 'testing': missing (sections: ['training', 'validation'])" in message
 
 
 def test_label_check_can_be_skipped_and_is_cached(case_dir: Path, registry: TaskRegistry, tmp_path: Path) -> None:
@@ -126,13 +138,30 @@ def test_label_check_can_be_skipped_and_is_cached(case_dir: Path, registry: Task
     assert list(json.loads(cache.read_text())) == [str(case_dir / "cases" / "new_gt.nii.gz")]
 
 
-def test_file_level_errors(case_dir: Path, registry: TaskRegistry) -> None:
+def test_file_level_errors_repeats_and_own_registry(case_dir: Path, registry: TaskRegistry) -> None:
     path = _datalist(case_dir, [], section="training")
-    with pytest.raises(DatalistError, match=r"no section 'validation' \(sections: \['training'\]\)"):
+    with pytest.raises(DatalistError, match=r"section 'validation': missing \(sections: \['training'\]\)"):
         load_datalist(path, registry, section="validation")
+    with pytest.raises(DatalistError, match=r"section 'training': is empty"):
+        load_datalist(path, registry)
     with pytest.raises(DatalistError, match=r"nothing.json: no such file"):
         load_datalist(case_dir / "nothing.json", registry)
-    assert load_datalist(path, registry) == []
+    item = {"image": "cases/lits.nii.gz", "label": "cases/lits_gt.nii.gz", "dataset": "lits"}
+    read = read_datalist(_datalist(case_dir, [item, dict(item)]), registry, ["training"], label_cache=None)
+    assert len(read.section("training")) == 1 and not read.problems
+    assert [str(r) for r in read.repeats] == ["training item 1 (image cases/lits.nii.gz): repeats item 0; used once"]
+    # a datalist names its own extra registry; its datasets then need no --task_registry_extra
+    (case_dir / "my_tasks.json").write_text(json.dumps({"datasets": {"my_organs": {
+        "modality": "ct", "sample_weight": 1.0, "intensity_aug_prob": 0.1}},
+        "tasks": [{"id": 90, "dataset": "my_organs", "name": "organ", "label": 1},
+                  {"id": 91, "dataset": "my_organs", "name": "lesion", "label": 2}]}))
+    path.write_text(json.dumps({"task_registry": "my_tasks.json", "training": [{**item, "dataset": "my_organs"}]}))
+    assert own_registries(path) == [str(case_dir / "my_tasks.json")]
+    merged = TaskRegistry.load(registry.base_file, own_registries(path))
+    assert load_datalist(path, merged, label_cache=None)[0]["task_index"] == [90, 91]
+    path.write_text(json.dumps({"task_registry": "gone.json", "training": []}))
+    with pytest.raises(DatalistError, match=r"its 'task_registry' .*gone.json does not exist"):
+        own_registries(path)
 
 
 def test_sampling_weights_follow_the_registry(registry: TaskRegistry) -> None:
@@ -149,11 +178,11 @@ def test_sampling_weights_follow_the_registry(registry: TaskRegistry) -> None:
     for name, share in expected.items():  # within 4 binomial standard deviations
         assert abs(drawn[name] / 4000 - share) < 4 * (share * (1 - share) / 4000) ** 0.5, (name, drawn)
 
-    shards = [
-        list(dataset_weighted_sampler(items, registry, 50, distributed=True, num_replicas=2, rank=r, seed=1))
-        for r in (0, 1)
-    ]
-    assert [len(s) for s in shards] == [50, 50]
-    assert all(0 <= i < len(items) for shard in shards for i in shard)
+    # multi-GPU: each rank draws from the whole list with its own generator (seed + rank), as published
+    ranks = [list(dataset_weighted_sampler(items, registry, 50, generator=torch.Generator().manual_seed(1 + r)))
+             for r in (0, 1)]
+    assert [len(r) for r in ranks] == [50, 50] and ranks[0] != ranks[1]
+    assert all(0 <= i < len(items) for rank in ranks for i in rank)
+    assert ranks[1] == list(dataset_weighted_sampler(items, registry, 50, generator=torch.Generator().manual_seed(2)))
     with pytest.raises(ValueError, match=r"item 1 \(image None\): unknown dataset 'nope'"):
         item_weights([{"dataset": "lits"}, {"dataset": "nope"}], registry)

@@ -1,13 +1,14 @@
-"""EMA of the weights: the published rate schedule, buffer copies, the ignite handler, checkpoints with the network's keys."""
+"""EMA of the weights on ignite's EMAHandler: the published rate every iteration, buffer copies, a resumed run
+continuing the rate, and the averaged copy the checkpoints and validation use."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
-from scripts.ema import EMAUpdateHandler, ModelEMA, unwrap_model
-from scripts.io_utils import atomic_torch_save, load_weights_only
+from scripts.training.ema import HermesEMAHandler, averaged_copy, published_alpha, unwrap_model
 
 
 def _net() -> nn.Module:
@@ -15,71 +16,85 @@ def _net() -> nn.Module:
     return nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.BatchNorm3d(2), nn.ReLU(), nn.Conv3d(2, 1, 1))
 
 
-def _perturb(model: nn.Module, amount: float) -> None:
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(amount)
+def _trainer(model: nn.Module) -> Engine:
+    """An engine whose every iteration moves the weights (a fixed step per iteration) and the BatchNorm statistics."""
 
-
-def test_update_follows_the_published_rate() -> None:
-    model = _net()
-    ema = ModelEMA(model, decay=0.99)
-    assert ema.module is not model and not any(p.requires_grad for p in ema.module.parameters())
-    assert [ema.rate(s) for s in (0, 1, 3, 99, 500)] == [0.0, 0.5, 0.75, 0.99, 0.99]
-    expected = [p.detach().clone() for p in ema.module.parameters()]
-    for step, amount in enumerate((0.5, -0.2, 0.3)):
-        _perturb(model, amount)
-        model.train()(torch.randn(2, 1, 4, 4, 4))  # moves the BatchNorm running statistics
-        ema.update(model, step=step)
-        alpha = min(1 - 1 / (step + 1), 0.99)
-        expected = [alpha * e + (1 - alpha) * p.detach() for e, p in zip(expected, model.parameters())]
-    for ema_param, value in zip(ema.module.parameters(), expected):
-        assert torch.allclose(ema_param, value, atol=1e-6)
-    # step 0 copied the weights; later steps blend them, so the average differs from the model now
-    assert not torch.allclose(next(ema.module.parameters()), next(model.parameters()))
-    # buffers (BatchNorm statistics) are copied, not averaged
-    assert torch.equal(ema.module[1].running_mean, model[1].running_mean)
-    assert int(ema.module[1].num_batches_tracked) == 3
-
-
-def test_handler_updates_after_each_iteration_and_network_is_usable() -> None:
-    model = _net()
-    ema = ModelEMA(model, decay=0.9)
-    reference = ModelEMA(model, decay=0.9)
-
-    def train_step(engine, batch):
-        _perturb(model, 0.1)
-
-    engine = Engine(train_step)
-    engine.network = model
-    EMAUpdateHandler(ema).attach(engine)
-    engine.run(range(5), max_epochs=2)
-    for step in range(10):  # the handler passed steps 0..9
-        model_copy = _net()
+    def step(engine: Engine, batch: int) -> None:
         with torch.no_grad():
-            for p, base in zip(model_copy.parameters(), _net().parameters()):
-                p.copy_(base + 0.1 * (step + 1))
-        reference.update(model_copy, step=step)
-    for got, want in zip(ema.module.parameters(), reference.module.parameters()):
-        assert torch.allclose(got, want, atol=1e-5)
-    assert ema.num_updates == 10
-    image = torch.randn(1, 1, 4, 4, 4)
-    ema.module.eval()
-    assert ema(image).shape == (1, 1, 4, 4, 4)
-    assert torch.equal(ema(image), ema.module(image))
+            for param in model.parameters():
+                param.add_(0.1 * ((engine.state.iteration % 3) - 1) + 0.05)
+        model.train()(torch.randn(2, 1, 4, 4, 4))
+
+    return Engine(step)
 
 
-def test_ema_checkpoint_has_the_network_keys(tmp_path) -> None:
+def _expected_average(decay: float, iterations: int) -> list[torch.Tensor]:
+    """The published update replayed by hand: alpha = min(1 - 1/(step + 1), decay), step from 0."""
     model = _net()
-    ema = ModelEMA(nn.DataParallel(model))  # wrappers are unwrapped: keys stay the plain network's
-    assert unwrap_model(nn.DataParallel(model)) is model
-    _perturb(model, 1.0)
-    ema.update(model, step=5)
-    assert list(ema.state_dict()) == list(model.state_dict())
-    path = atomic_torch_save({"model_state_dict": model.state_dict(), "ema_model_state_dict": ema.state_dict()},
-                             tmp_path / "checkpoint.pt")
-    loaded = load_weights_only(path)
-    fresh = ModelEMA(_net())
-    fresh.load_state_dict(loaded["ema_model_state_dict"])
-    for got, want in zip(fresh.module.state_dict().values(), ema.module.state_dict().values()):
-        assert torch.equal(got, want)
+    average = [p.detach().clone() for p in model.parameters()]
+    engine = _trainer(model)
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def blend(e: Engine) -> None:
+        alpha = published_alpha(e.state.iteration - 1, decay)
+        for i, param in enumerate(model.parameters()):
+            average[i] = alpha * average[i] + (1 - alpha) * param.detach()
+
+    engine.run(range(iterations), max_epochs=1)
+    return average
+
+
+def test_published_rate_every_iteration_and_buffers_copied() -> None:
+    assert [published_alpha(s, 0.99) for s in (0, 1, 3, 99, 500)] == [0.0, 0.5, 0.75, 0.99, 0.99]
+    model = _net()
+    ema_model = averaged_copy(model)
+    engine = _trainer(model)
+    handler = HermesEMAHandler(model, ema_model, decay=0.9)
+    handler.attach(engine)
+    momenta: list[float] = []
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: momenta.append(e.state.ema_momentum))
+    engine.run(range(30), max_epochs=1)
+    assert momenta == pytest.approx([1 - published_alpha(s, 0.9) for s in range(30)])
+    assert momenta[0] == 1.0 and momenta[-1] == pytest.approx(0.1)  # the first update copies, later ones blend
+    for got, want in zip(ema_model.parameters(), _expected_average(0.9, 30)):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(next(ema_model.parameters()), next(model.parameters()))
+    assert torch.equal(ema_model[1].running_mean, model[1].running_mean)  # buffers copied, not averaged
+    assert int(ema_model[1].num_batches_tracked) == 30
+    assert handler.ema_model is ema_model and not ema_model.training
+
+
+def test_a_resumed_run_continues_the_rate() -> None:
+    """The rate follows the trainer's iteration: after a restart at iteration 4 it does not copy the weights again."""
+    model = _net()
+    ema_model = averaged_copy(model)
+    first = _trainer(model)
+    HermesEMAHandler(model, ema_model, decay=0.9).attach(first)
+    first.run(range(4), max_epochs=1)
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in (ema_model, model)]
+
+    model2 = _net()
+    model2.load_state_dict(saved[1])
+    ema2 = averaged_copy(model2)
+    ema2.load_state_dict(saved[0])
+    second = _trainer(model2)
+    HermesEMAHandler(model2, ema2, decay=0.9).attach(second)
+    second.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "iteration", 4))  # what resume restores
+    second.run(range(4), max_epochs=2)  # epoch 2: iterations 5..8
+    assert second.state.iteration == 8
+    for got, want in zip(ema2.parameters(), _expected_average(0.9, 8)):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_averaged_copy_and_checkpoint_keys() -> None:
+    model = _net()
+    wrapped = nn.DataParallel(model)
+    assert unwrap_model(wrapped) is model
+    average = averaged_copy(wrapped)  # wrappers are unwrapped: keys stay the plain network's
+    assert average is not model and list(average.state_dict()) == list(model.state_dict())
+    assert not any(p.requires_grad for p in average.parameters()) and not average.training
+    assert all(torch.equal(a, b) for a, b in zip(average.parameters(), model.parameters()))
+    with pytest.raises(ValueError, match="copy of the trained network"):
+        HermesEMAHandler(model, nn.Linear(2, 2), decay=0.99)
+    with pytest.raises(ValueError, match="decay must be in"):
+        HermesEMAHandler(model, average, decay=1.0)

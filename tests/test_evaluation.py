@@ -162,7 +162,8 @@ def test_tables_average_labelled_cases_and_never_overwrite(tmp_path: Path):
 def test_evaluation_cases_name_modality_and_report_unusable_datalists(tmp_path: Path, bundle_root: Path):
     import json
 
-    from scripts.evaluation.cases import LABEL_FILE_KEY, EvaluationCases
+    from scripts.evaluation.cases import LABEL_FILE_KEY, evaluation_cases
+    from scripts.registry import TaskRegistry
 
     spacing = (1.0, 1.0, 2.0)
     _save_mask(tmp_path / "kits_img.nii.gz", np.zeros((8, 8, 4)), spacing)
@@ -174,37 +175,33 @@ def test_evaluation_cases_name_modality_and_report_unusable_datalists(tmp_path: 
     _save_mask(tmp_path / "chaos_img.nii.gz", np.zeros((8, 8, 4)), spacing)
     _save_mask(tmp_path / "chaos_lab.nii.gz", chaos_label, spacing)
     datalist = tmp_path / "datalist.json"
+    kits_item = {"image": "kits_img.nii.gz", "label": "kits_lab.nii.gz", "dataset": "kits"}
     datalist.write_text(json.dumps({"validation": [
-        {"image": "kits_img.nii.gz", "label": "kits_lab.nii.gz", "dataset": "kits"},
+        kits_item,
         {"image": "chaos_img.nii.gz", "label": "chaos_lab.nii.gz", "dataset": "chaos", "modality": "t2"},
+        kits_item,  # listed twice: scored once, and said so
+        {"image": "kits_img.nii.gz", "dataset": "kits"},
     ]}))
-    registry = bundle_root / "configs" / "task_registry.json"
-    cases = EvaluationCases(datalist, registry, section="validation")
-    assert cases.error is None and cases.skipped == []
+    registry = TaskRegistry.load(bundle_root / "configs" / "task_registry.json")
+    cases = evaluation_cases(datalist, registry, section="validation")
+    assert cases.error is None
     kits, chaos = cases.items
     assert (kits["case"], kits["modality"], kits["task_index"]) == ("kits_img", "ct", [2, 3])
     assert kits[LABEL_FILE_KEY] == str(tmp_path / "kits_lab.nii.gz") and "label" not in kits
     assert (chaos["modality"], chaos["modality_index"]) == ("t2", 3)
+    assert cases.repeats == ["validation item 2 (image kits_img.nii.gz): repeats item 0; used once"]
+    assert cases.problems == [("kits_img.nii.gz", "validation item 3: 'label' is missing (every item of this section "
+                                                  "needs its label file)")]
+    assert cases.datasets["kits_img.nii.gz"] == "kits"
 
-    assert "no list 'testing'" in EvaluationCases(datalist, registry, section="testing").error
-    assert "pass --datalist" in EvaluationCases(None, registry).error
+    assert "section 'testing': missing" in evaluation_cases(datalist, registry, section="testing").error
+    assert "pass --datalist" in evaluation_cases(None, registry).error
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The evaluate workflow: configs/inference.json + configs/evaluate.json
 
 CONFIGS = "['configs/inference.json','configs/evaluate.json']"
-
-
-def test_evaluate_config_overrides_the_task_selection_step(bundle_root: Path):
-    """evaluate.json replaces inference's task choice (by --tasks) with the datalist's own tasks, by config id."""
-    import json
-
-    inference = json.loads((bundle_root / "configs" / "inference.json").read_text())
-    evaluate = json.loads((bundle_root / "configs" / "evaluate.json").read_text())
-    assert "@select_tasks" in inference["preprocessing"]["transforms"]
-    assert inference["select_tasks"]["_target_"].endswith("SelectTasksd")
-    assert evaluate["select_tasks"]["keys"] == "task_index"
 
 
 def test_evaluate_config_has_the_inference_properties(bundle_root: Path, monkeypatch: pytest.MonkeyPatch):
@@ -219,7 +216,7 @@ def test_evaluate_config_has_the_inference_properties(bundle_root: Path, monkeyp
     )
     workflow.initialize()
     assert workflow.check_properties() == []
-    # without --datalist nothing fails while the config resolves; the runner reports it in one line
+    # without --datalist nothing fails while the config resolves; the run reports it in one line
     assert "pass --datalist" in workflow.parser.get_parsed_content("evaluation_cases").error
 
 
@@ -246,7 +243,7 @@ def evaluate_run(sample_suite, tmp_path_factory, bundle_root: Path) -> dict:
     import torch
 
     from scripts.networks.hermes import HermesResUNet
-    from scripts.task_registry import TaskRegistry
+    from scripts.registry import TaskRegistry
 
     work = tmp_path_factory.mktemp("evaluate")
     root = Path(sample_suite["root"])
@@ -279,8 +276,8 @@ def evaluate_run(sample_suite, tmp_path_factory, bundle_root: Path) -> dict:
     out = work / "out"
     command = [
         sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", CONFIGS,
-        "--datalist", str(datalist), "--extra_task_registries", f"['{sample_suite['task_registry']}']",
-        "--ckpt_path", str(weights), "--network_def#base_channels", "4", "--roi_size", "[32,32,32]",
+        "--datalist", str(datalist), "--task_registry_extra", f"['{sample_suite['task_registry']}']",
+        "--ckpt_path", str(weights), "--base_channels", "4", "--roi_size", "[32,32,32]",
         "--overlap", "0", "--output_dir", str(out), "--save_predictions", "True",
     ]
     completed = subprocess.run(command, cwd=bundle_root, capture_output=True, text=True, timeout=600)
@@ -291,9 +288,10 @@ def evaluate_run(sample_suite, tmp_path_factory, bundle_root: Path) -> dict:
 def test_evaluate_run_reports_bad_cases_and_goes_on(evaluate_run: dict):
     completed = evaluate_run["completed"]
     assert completed.returncode == 1, completed.stdout + completed.stderr[-3000:]  # a case failed -> exit status 1
-    assert "SKIPPED lung1_crop_image: item 2: label file" in completed.stdout
-    assert "FAILED lung1_shifted_image" in completed.stdout and "different grids" in completed.stdout
-    assert "done breast1_image" in completed.stdout and "done lung1_crop_image" in completed.stdout
+    assert "FAILED lung1_crop_image.nii.gz (0.0 s): lung1_crop_image.nii.gz: testing item 2: label file" in completed.stdout
+    assert "FAILED " in completed.stdout and "different grids" in completed.stdout
+    assert "done " in completed.stdout and "breast1_image.nii.gz" in completed.stdout
+    assert "sample_lung_ct: native Dice lung tumor" in completed.stdout
 
 
 def test_evaluate_run_writes_one_row_per_case_and_task_with_consistent_numbers(evaluate_run: dict):
@@ -320,7 +318,7 @@ def test_evaluate_run_writes_one_row_per_case_and_task_with_consistent_numbers(e
         assert abs(int(row["resampled_label_voxels"]) - expected) < 0.3 * expected
 
         # the saved native prediction reproduces the native-space numbers independently
-        pred_file = out / "predictions" / f"{case}_task{row['task_id']}.nii.gz"
+        pred_file = out / "predictions" / f"{case}_task-{row['task'].replace(' ', '-')}.nii.gz"
         pred_nifti = nib.load(pred_file)
         pred = np.asarray(pred_nifti.dataobj) > 0
         assert pred.shape == label.shape and np.allclose(pred_nifti.affine, label_nifti.affine, atol=1e-3)
@@ -338,4 +336,5 @@ def test_evaluate_run_writes_the_markdown_summary(evaluate_run: dict):
     report = (evaluate_run["out"] / "metrics.md").read_text()
     assert "| sample_breast_mr | 1 | 1 |" in report and "| sample_lung_ct | 1 | 1 |" in report
     assert "## sample_lung_ct" in report and "| 72 | lung tumor | 1 |" in report
-    assert "- `lung1_shifted_image`:" in report and "- `lung1_crop_image`: item 2: label file" in report
+    assert "- `lung1_shifted_image`:" in report
+    assert "- `lung1_crop_image`: lung1_crop_image.nii.gz: testing item 2: label file" in report

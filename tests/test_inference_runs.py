@@ -23,13 +23,13 @@ import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from scripts.inference.dicom import read_dicom_series
-from scripts.inference.errors import CaseError
+from scripts.errors import CaseError, one_line
+from scripts.io.dicom import read_dicom_series
 from scripts.networks.hermes import HermesResUNet
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 CONFIG = BUNDLE / "configs" / "inference.json"
-TINY = {"network_def#base_channels": 4, "roi_size": [32, 32, 32]}
+TINY = {"base_channels": 4, "roi_size": [32, 32, 32]}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -153,20 +153,27 @@ def run_in_process(capsys, **overrides) -> tuple[int, str]:
     from monai.bundle import ConfigWorkflow
 
     settings = {"bundle_root": str(BUNDLE), **TINY, **overrides}
-    workflow = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", run_id="inference",
-                              meta_file=str(BUNDLE / "configs" / "metadata.json"), **settings)
-    workflow.initialize()
-    status = 0
+    here = os.getcwd()
+    os.chdir(BUNDLE)  # as a user runs it: macros name configs/common.json relative to the bundle folder
     try:
+        workflow = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer",
+                                  meta_file=str(BUNDLE / "configs" / "metadata.json"), **settings)
+        workflow.initialize()
+        status = 0
         workflow.run()
     except SystemExit as stop:
         status = int(stop.code or 0)
+    except Exception as err:  # what the bundle's error report prints as the last line of a real run
+        print(f"error: {one_line(err)}")
+        status = 1
+    finally:
+        os.chdir(here)
     return status, capsys.readouterr().out
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", "configs/inference.json",
-               "--network_def#base_channels", "4", "--roi_size", "[32,32,32]", *args]
+               "--base_channels", "4", "--roi_size", "[32,32,32]", *args]
     return subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
@@ -211,7 +218,9 @@ def test_ct_in_four_storages_lands_on_each_input_grid_with_one_answer(scans, wei
     status, text = run_in_process(capsys, input=str(batch), output_dir=str(out), ckpt_path=str(weights["plain"]),
                                   modality="ct", tasks="liver,amos_ct/spleen,left lung", save_probabilities=True)
     assert status == 0, text
-    assert "Summary: 4 done, 0 failed" in text
+    assert "Summary: 4 done, 0 already complete, 0 failed" in text
+    # liver: LiTS, AMOS CT, BTCV; spleen: AMOS CT; left lung: StructSeg thoracic -> each dataset's full list, once
+    assert "3 label(s) from 5 task(s) in 4 pass(es) per window" in text
     expected = {"ct_lps": (hu.shape, lps_affine), "ct_ras": (ras_array.shape, ras_affine),
                 "ct_nrrd": (hu.shape, nrrd_affine(batch / "ct_nrrd.nrrd")), "ct_dicom": (hu.shape, lps_affine)}
     probabilities = {}
@@ -234,7 +243,7 @@ def test_ct_in_four_storages_lands_on_each_input_grid_with_one_answer(scans, wei
     counts = np.bincount(np.asarray(nib.load(out / "ct_lps_seg.nii.gz").dataobj).ravel(), minlength=4)
     assert [sidecar["labels"][str(k)]["voxels"] for k in (1, 2, 3)] == counts[1:].tolist()
     assert sidecar["modality"] == {"name": "ct", "index": 0, "source": "--modality"}
-    assert sidecar["weights"] == {"path": str(weights["plain"].resolve()),
+    assert sidecar["weights"] == {"path": str(weights["plain"].resolve()), "kind": "weights",
                                   "sha256": hashlib.sha256(weights["plain"].read_bytes()).hexdigest()}
     assert sidecar["input"] == str((batch / "ct_lps.nii.gz").resolve()) and sidecar["input_format"] == "nifti"
     assert json.loads((out / "ct_dicom_seg.json").read_text())["input_format"] == "dicom"
@@ -254,7 +263,7 @@ def test_oblique_mri_as_nifti_and_nrrd_with_modality_from_the_head(scans, weight
     status, text = run_in_process(capsys, input=str(batch), output_dir=str(out), ckpt_path=str(weights["t1_head"]),
                                   save_task_masks=True, save_overlay=True)
     assert status == 0, text
-    assert "modality t1 (network modality head), 7 label(s) from 7 task(s)" in text
+    assert "modality t1 (network modality head), 7 label(s) from 7 task(s) in 2 pass(es) per window" in text
     maps = {}
     for name in ("t1_oblique", "t1_oblique_nrrd"):
         label_map = np.asarray(assert_same_grid(out / f"{name}_seg.nii.gz", array.shape, oblique).dataobj)
@@ -285,8 +294,8 @@ def test_cli_segments_an_oblique_dicom_series_with_modality_from_its_tag(scans, 
     result = run_cli("--input", str(series), "--output_dir", str(tmp_path / "out"), "--ckpt_path",
                      str(weights["plain"]), "--tasks", "liver,spleen")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "modality ct (DICOM Modality tag CT), 2 label(s) from 5 task(s)" in result.stdout
-    assert "[1/1] done" in result.stdout and "Summary: 1 done, 0 failed" in result.stdout
+    assert "modality ct (DICOM Modality tag CT), 2 label(s) from 5 task(s) in 3 pass(es) per window" in result.stdout
+    assert "[1/1] done" in result.stdout and "Summary: 1 done, 0 already complete, 0 failed" in result.stdout
     assert_same_grid(tmp_path / "out" / "patient_ct_seg.nii.gz", hu.shape, oblique)
     sidecar = json.loads((tmp_path / "out" / "patient_ct_seg.json").read_text())
     assert sidecar["modality"]["source"] == "DICOM Modality tag CT" and sidecar["labels"]["2"]["task_ids"] == [4, 19]
@@ -320,9 +329,10 @@ def test_cli_batch_reports_each_bad_input_in_one_line_and_finishes_the_good_one(
     for name, message in expected.items():
         failed = [line for line in lines if "FAILED" in line and name in line]
         assert len(failed) == 1 and message in failed[0], (name, result.stdout)
-    assert "Summary: 1 done, 5 failed" in result.stdout
+    assert "Summary: 1 done, 0 already complete, 5 failed" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_seg.json", "good_seg.nii.gz"]
+    visible = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+    assert visible == ["good_seg.json", "good_seg.nii.gz"]
 
 
 def test_cli_without_weights_says_how_to_get_them(tmp_path):
@@ -351,7 +361,7 @@ def test_setup_errors_and_overwrite_protection(scans, weights, tmp_path, capsys)
     assert status == 0 and "Summary: 1 done" in text
     before = (tmp_path / "out" / "case_seg.nii.gz").read_bytes()
     status, text = run_in_process(capsys, **common, modality="ct", tasks="liver")
-    assert status == 1 and "case_seg.nii.gz and 1 more already exists; pass --overwrite to replace" in text
+    assert status == 1 and "case_seg.json and 1 more already exists; pass --overwrite true to replace" in text
     assert (tmp_path / "out" / "case_seg.nii.gz").read_bytes() == before
     status, text = run_in_process(capsys, **common, modality="ct", tasks="liver", overwrite=True)
     assert status == 0 and json.loads((tmp_path / "out" / "case_seg.json").read_text())["labels"]["1"]["name"] == "liver"
@@ -365,7 +375,7 @@ def test_datalist_item_names_its_modality(scans, weights, tmp_path, capsys):
                                                 {"image": "absent.nii.gz"}]}))
     status, text = run_in_process(capsys, input=str(datalist), output_dir=str(tmp_path / "out"),
                                   ckpt_path=str(weights["plain"]), tasks="spleen")
-    assert status == 1 and "Summary: 1 done, 1 failed" in text
+    assert status == 1 and "Summary: 1 done, 0 already complete, 1 failed" in text
     assert f"{tmp_path / 'absent.nii.gz'}: no such file or folder" in text
     sidecar = json.loads((tmp_path / "out" / "scan_seg.json").read_text())
     assert sidecar["modality"] == {"name": "t2", "index": 3, "source": "datalist"}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts.losses import HermesLoss, adaptive_dice_loss, masked_bce_loss, modality_loss
+from scripts.training.batch import HermesTargets
+from scripts.training.losses import HermesLoss, adaptive_dice_loss, masked_bce_loss, modality_loss
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,15 @@ def test_hermes_loss_sums_terms_in_float32_under_autocast(reference: dict) -> No
     assert torch.allclose(deep, 1.5 * seg_terms + 0.01 * modality_loss(modality_logits, modality_index), rtol=1e-5)
     with pytest.raises(ValueError, match="task_index has 4 entries per sample but the logits have 5 channels"):
         masked_bce_loss(logits, label, tasks[:, :4])
+
+
+def test_hermes_loss_takes_the_batch_targets(reference: dict) -> None:
+    """The trainer hands the loss the prepare step's HermesTargets; the dataset index does not change the loss."""
+    logits, label, tasks = reference["seg_logits"], reference["label"], reference["task_index"]
+    modality_logits, modality_index = reference["modality_logits"], reference["modality_index"]
+    targets = HermesTargets(label, tasks, modality_index, torch.zeros(label.shape[0], dtype=torch.long))
+    loss_fn = HermesLoss(modality_weight=0.01)
+    expected = reference["bce_loss"] + reference["dice_loss"] + 0.01 * modality_loss(modality_logits, modality_index)
+    assert torch.allclose(loss_fn((logits, modality_logits), targets), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="target = \\(label, task_index, modality_index\\[, dataset_index\\]\\)"):
+        loss_fn((logits, modality_logits), (label, tasks))

@@ -52,7 +52,7 @@ def test_network_io_describes_image_in_and_pred_out(metadata: dict) -> None:
 
 
 def test_large_files_manifest_is_valid_yaml(bundle_root: Path) -> None:
-    manifest = yaml.safe_load((bundle_root / "configs" / "large_files.yml").read_text())
+    manifest = yaml.safe_load((bundle_root / "large_files.yml").read_text())
     assert isinstance(manifest["large_files"], list)
     for entry in manifest["large_files"]:
         assert {"path", "url", "hash_val", "hash_type"} <= set(entry)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.task_registry import Task, TaskRegistry, TaskRegistryError
+from scripts.registry import Task, TaskRegistry, TaskRegistryError, companions_of, normalize_task_name, slug
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +44,25 @@ def test_shipped_registry_has_the_published_layout(registry: TaskRegistry) -> No
     assert [t.name for t in registry.tasks_of("amos_mr")] == [t.name for t in registry.tasks_of("amos_ct")][:13]
     assert registry.tasks_of("lits") == [Task(0, "lits", "liver", 1), Task(1, "lits", "liver tumor", 2)]
     assert registry.task_by_id(70) == Task(70, "autopet", "lesion", 1)
-    assert registry.modality_index("lits") == 0
-    assert registry.modality_index("autopet") == 1
-    assert registry.modality_index("brain_structure") == 2
-    assert registry.modality_index("mnm") == 4
-    assert registry.modality_index("amos_mr") == -1
-    assert registry.modality_index("amos_mr", "t2") == 3  # a user who knows the sequence may say so
-    assert [registry.modality_index("chaos", s) for s in ("t1_in", "t1_out", "t2", "t1")] == [2, 2, 3, 2]
+    assert registry.item_fields("lits")["modality_index"] == 0
+    assert registry.item_fields("autopet")["modality_index"] == 1
+    assert registry.item_fields("brain_structure")["modality_index"] == 2
+    assert registry.item_fields("mnm")["modality_index"] == 4
+    assert registry.item_fields("amos_mr")["modality_index"] == -1
+    assert registry.dataset_modality("amos_mr", "t2") == "t2"  # a user who knows the sequence may say so
+    assert [registry.dataset_modality("chaos", s) for s in ("t1_in", "t1_out", "t2", "t1")] == ["t1", "t1", "t2", "t1"]
     assert registry.background_labels("amos_mr") == [14, 15]
+    # the published preparation's crops (voxels at 1.5 mm, SPL axes) and autoPET's in-plane-only resampling
+    geometry = {name: {key: registry.item_fields(name, "t2" if name == "chaos" else None)[key] for key in
+                       ("crop_margin", "crop_min_size", "keep_native_slice_spacing")} for name in registry.datasets}
+    assert geometry["amos_mr"] == {"crop_margin": [10, 30, 30], "crop_min_size": None,
+                                   "keep_native_slice_spacing": False}
+    assert geometry["kits"]["crop_margin"] == [20, 40, 30] and geometry["mnm"]["crop_margin"] == [20, 40, 40]
+    assert geometry["brain_structure"]["crop_margin"] is None
+    assert geometry["autopet"] == {"crop_margin": [20, 30, 30], "crop_min_size": [128, 128, 128],
+                                   "keep_native_slice_spacing": True}
+    assert all(geometry[n]["crop_margin"] == [20, 20, 20] for n in ("lits", "bcv", "chaos", "structseg_oar",
+                                                                     "structseg_head_oar"))
 
 
 def test_shipped_registry_agrees_with_the_published_facts(registry: TaskRegistry, bundle_root: Path) -> None:
@@ -66,16 +77,16 @@ def test_shipped_registry_agrees_with_the_published_facts(registry: TaskRegistry
         assert registry.datasets[name]["sample_weight"] == fact["sample_weight"], name
         assert registry.datasets[name]["intensity_aug_prob"] == fact["intensity_aug_prob"], name
         if name != "chaos":  # chaos has one modality per sequence
-            assert registry.modality_index(name) == fact["modality"], name
+            assert registry.item_fields(name)["modality_index"] == fact["modality"], name
 
 
 def test_modality_errors_name_the_dataset(registry: TaskRegistry) -> None:
     with pytest.raises(KeyError, match="chaos.*several sequences"):
-        registry.modality_index("chaos")
+        registry.dataset_modality("chaos")
     with pytest.raises(KeyError, match="'flair' is not a sequence of dataset 'chaos'"):
-        registry.modality_index("chaos", "flair")
+        registry.dataset_modality("chaos", "flair")
     with pytest.raises(KeyError, match="dataset 'lits' is 'ct'; its items cannot be 't1'"):
-        registry.modality_index("lits", "t1")
+        registry.dataset_modality("lits", "t1")
     with pytest.raises(KeyError, match="unknown dataset 'nope'"):
         registry.tasks_of("nope")
 
@@ -84,7 +95,8 @@ def test_extra_registry_adds_tasks_after_72(registry_path: Path, tmp_path: Path)
     extra = _extra(
         datasets={
             "my_spleen": {"modality": "ct", "sample_weight": 1.0, "intensity_aug_prob": 0.1},
-            "my_liver_mr": {"modality": {"a": "t1", "b": "t2"}, "sample_weight": 0.5, "intensity_aug_prob": 0.2},
+            "my_liver_mr": {"modality": {"a": "t1", "b": "t2"}, "sample_weight": 0.5, "intensity_aug_prob": 0.2,
+                            "crop_margin": 12},
         },
         tasks=[
             {"id": 72, "dataset": "my_spleen", "name": "spleen", "label": 1},
@@ -95,7 +107,9 @@ def test_extra_registry_adds_tasks_after_72(registry_path: Path, tmp_path: Path)
     merged = TaskRegistry.load(registry_path, [_write(tmp_path, "extra.json", extra)])
     assert merged.num_tasks == 75
     assert merged.task_ids("my_liver_mr") == [73, 74]  # ordered by label, not file order
-    assert merged.modality_index("my_liver_mr", "b") == 3
+    assert merged.item_fields("my_liver_mr", "b")["modality_index"] == 3
+    assert merged.item_fields("my_liver_mr", "b")["crop_margin"] == [12, 12, 12]  # one int: all three axes
+    assert merged.item_fields("my_spleen")["crop_margin"] is None  # not declared: no crop
     assert merged.task_by_id(72) == Task(72, "my_spleen", "spleen", 1)
     assert merged.task_ids("lits") == [0, 1]
     assert merged.sources["my_spleen"].endswith("extra.json")
@@ -138,7 +152,7 @@ def test_extra_registry_adds_tasks_after_72(registry_path: Path, tmp_path: Path)
         ),
         (
             _extra(datasets={"lits": {"modality": "ct", "sample_weight": 1, "intensity_aug_prob": 0.1}}, tasks=[]),
-            r"dataset 'lits' is already defined in .*task_registry.json",
+            r"dataset 'lits' is already defined differently in .*task_registry.json",
         ),
         (
             _extra(tasks=[{"id": 72, "dataset": "my_other", "name": "spleen", "label": 1}]),
@@ -156,6 +170,21 @@ def test_extra_registry_adds_tasks_after_72(registry_path: Path, tmp_path: Path)
         (
             _extra(tasks=[{"id": 72, "dataset": "my_spleen", "name": "spleen", "label": 0}]),
             r"'label' must be an int > 0",
+        ),
+        (
+            _extra(datasets={"my_spleen": {"modality": "ct", "sample_weight": 1, "intensity_aug_prob": 0.1,
+                                           "crop_margin": [20, 20]}}),
+            r"'crop_margin' must be null \(no crop\) or voxels >= 0",
+        ),
+        (
+            _extra(datasets={"my_spleen": {"modality": "ct", "sample_weight": 1, "intensity_aug_prob": 0.1,
+                                           "crop_min_size": 128}}),
+            r"'crop_min_size' must be voxels >= 1 .* and needs a 'crop_margin'",
+        ),
+        (
+            _extra(datasets={"my_spleen": {"modality": "ct", "sample_weight": 1, "intensity_aug_prob": 0.1,
+                                           "keep_native_slice_spacing": "yes"}}),
+            r"'keep_native_slice_spacing' must be true or false",
         ),
     ],
 )
@@ -194,3 +223,41 @@ def test_base_file_errors_name_the_file(tmp_path: Path, registry_path: Path) -> 
     changed = _write(tmp_path, "modalities.json", {"modalities": {"ct": 0, "us": 5}, **_extra()})
     with pytest.raises(TaskRegistryError, match=r"modalities.json: 'modalities' differs"):
         TaskRegistry.load(registry_path, [changed])
+
+
+def test_the_registry_owns_the_modality_table(registry: TaskRegistry) -> None:
+    """Modality names, prior rows, the MR family, DICOM tags and head classes all come from the one registry file."""
+    assert registry.num_modalities == 6 and registry.modalities == {"ct": 0, "pet": 1, "t1": 2, "t2": 3, "cine": 4,
+                                                                    "mr": -1}
+    assert [registry.modality_name(i) for i in (0, 1, 4, -1, 5)] == ["ct", "pet", "cine", "mr", "mr"]
+    assert [registry.modality_of_head_class(k) for k in range(6)] == ["ct", "pet", "t1", "t2", "cine", "mr"]
+    assert registry.modality_from_dicom("pt") == "pet" and registry.modality_from_dicom("US") is None
+    assert registry.datasets_for_modality("mr") == ["amos_mr", "chaos", "mnm", "brain_structure"]
+    assert registry.datasets_for_modality("t2") == ["chaos"]
+    assert normalize_task_name("Right_Kidney") == "right kidney" and slug("amos_ct/liver") == "amos_ct-liver"
+
+
+def test_a_new_modality_needs_only_the_registry_file(registry_path: Path, tmp_path: Path) -> None:
+    base = json.loads(registry_path.read_text())
+    base["modalities"]["us"] = 5  # the unknown-MRI row stays last: prior rows 0..5 and -1 -> 7 rows
+    base["dicom_modalities"]["US"] = "us"
+    base["datasets"]["my_us"] = {"modality": "us", "sample_weight": 1.0, "intensity_aug_prob": 0.1}
+    base["tasks"].append({"id": 71, "dataset": "my_us", "name": "thyroid", "label": 1})
+    base["reserved_ids"] = []
+    registry = TaskRegistry.load(_write(tmp_path, "base.json", base))
+    assert registry.num_modalities == 7 and registry.modality_from_dicom("US") == "us"
+    assert registry.item_fields("my_us")["modality_index"] == 5 and registry.modality_of_head_class(6) == "mr"
+
+
+def test_weights_carry_their_extra_tasks_in_a_companion_file(registry_path: Path, tmp_path: Path) -> None:
+    extra = _write(tmp_path, "extra.json", _extra())
+    registry = TaskRegistry.load(registry_path, [extra])
+    weights = tmp_path / "model.pt"
+    companion = registry.write_companion(weights)
+    assert companion == tmp_path / "model.tasks.json" and companions_of(weights) == [str(companion)]
+    again = TaskRegistry.load(registry_path, companions_of(weights))
+    assert again.task_by_id(72) == Task(72, "my_spleen", "spleen", 1) and again.num_tasks == registry.num_tasks
+    # evaluating the weights on their own training datalist names the same tasks twice: accepted when identical
+    assert TaskRegistry.load(registry_path, [str(companion), str(extra)]).task_ids("my_spleen") == [72]
+    assert TaskRegistry.load(registry_path).write_companion(weights) is None  # no extra tasks: no stale companion
+    assert not companion.exists() and companions_of(weights) == []

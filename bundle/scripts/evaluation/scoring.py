@@ -10,25 +10,20 @@ Each space uses its own voxel spacing (column norms of the affine) for HD95 and 
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, ResampleToMatch
 from monai.utils import convert_to_tensor
 
-from ..inference.native import invert_in_chunks
-from ..task_registry import TaskRegistry
-from ..transforms import LabelToTaskChannelsd
+from ..data.transforms import LabelToTaskChannelsd
+from ..predict import invert_in_chunks
+from ..registry import TaskRegistry
 from .cases import LABEL_FILE_KEY
 from .metrics import MaskScores, score_masks
-from .tables import unused_path
 
 
 def spacing_of(affine: Any) -> tuple[float, float, float]:
@@ -51,8 +46,6 @@ class CaseScorer:
         nsd_tolerance_mm: NSD tolerance in mm.
         nsd_use_subvoxels: surfel-area NSD (True) or boundary-voxel NSD (False).
         invert_chunk: task channels inverted at a time (bounds memory on large images).
-        prediction_dir: when set, every native-space task mask is also saved there as
-            ``<case>_task<id>.nii.gz`` (uint8, the image's own grid) for inspection; existing files are kept.
         reader: the image reader of the inference preprocessing, so labels are read with the same geometry
             conventions as images (MONAI's default readers when None).
     """
@@ -65,7 +58,6 @@ class CaseScorer:
         nsd_tolerance_mm: float = 2.0,
         nsd_use_subvoxels: bool = True,
         invert_chunk: int = 4,
-        prediction_dir: str | os.PathLike | None = None,
         reader: Any = None,
     ) -> None:
         self.registry = registry
@@ -74,7 +66,6 @@ class CaseScorer:
         self.nsd_tolerance_mm = float(nsd_tolerance_mm)
         self.nsd_use_subvoxels = bool(nsd_use_subvoxels)
         self.invert_chunk = int(invert_chunk)
-        self.prediction_dir = Path(str(prediction_dir)) if prediction_dir not in (None, "") else None
         self._load_label = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
         self._to_model_grid = ResampleToMatch(mode="nearest", padding_mode="zeros")
         self._split = LabelToTaskChannelsd()
@@ -115,8 +106,6 @@ class CaseScorer:
         label_on_model = self._to_model_grid(label_map.float(), img_dst=image)
         native_spacing, model_spacing = spacing_of(label_affine), spacing_of(image.affine)
         native_pred = self.native_prediction(image, probs)
-        if self.prediction_dir is not None:
-            self.save_masks(item["case"], task_ids, native_pred, native_affine)
         scored: dict[str, list[MaskScores]] = {
             "native": score_masks(native_pred, self._split.split(label_map, label_values),
                                   native_spacing, self.nsd_tolerance_mm, self.nsd_use_subvoxels),
@@ -133,21 +122,3 @@ class CaseScorer:
                 row.update({f"{space}_{key}": value for key, value in scores[channel].as_dict().items()})
             rows.append(row)
         return rows
-
-    def save_masks(self, case: str, task_ids: Sequence[int], masks: np.ndarray, affine: np.ndarray) -> list[Path]:
-        """Write each task's native-space mask as NIfTI (atomically, never over an existing file)."""
-        assert self.prediction_dir is not None
-        self.prediction_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for task_id, mask in zip(task_ids, masks):
-            target = unused_path(self.prediction_dir / f"{case}_task{task_id}.nii.gz")
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".nii.gz")
-            os.close(fd)
-            try:
-                nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            written.append(target)
-        return written

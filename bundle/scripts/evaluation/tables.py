@@ -8,12 +8,13 @@ missing from a case is not rewarded with Dice 1 for it.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..io.atomic import atomic_text, unused_path
 from .metrics import STATUS_FALSE_POSITIVE, STATUS_MISSED, STATUS_OK
 
 SPACES = ("native", "resampled")
@@ -32,28 +33,6 @@ CSV_COLUMNS = (
 )
 
 
-def unused_path(path: str | os.PathLike) -> Path:
-    """``path`` if free, else ``stem_1.suffix``, ``stem_2.suffix``... so earlier results are never overwritten."""
-    path = Path(path)
-    candidate, n = path, 0
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
-    return candidate
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _format_cell(value) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.6g}"
@@ -64,16 +43,12 @@ def _format_cell(value) -> str:
 
 def write_csv(rows: Iterable[dict], path: str | os.PathLike) -> Path:
     """Write rows (dicts keyed by ``CSV_COLUMNS``) to a new CSV file; returns the path actually written."""
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: _format_cell(row.get(key)) for key in CSV_COLUMNS})
-    target = unused_path(path)
-    _write_text_atomically(target, buffer.getvalue())
-    return target
+    return atomic_text(unused_path(path), buffer.getvalue(), overwrite=False)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -170,6 +145,4 @@ def markdown_report(rows: Sequence[dict], nsd_tolerance_mm: float, resampled_spa
 
 def write_markdown(text: str, path: str | os.PathLike) -> Path:
     """Write the markdown report to a new file; returns the path actually written."""
-    target = unused_path(path)
-    _write_text_atomically(target, text)
-    return target
+    return atomic_text(unused_path(path), text, overwrite=False)

@@ -1,23 +1,17 @@
-"""From the network's grid back to the input's: merge task channels, invert the preprocessing in channel chunks,
-and build the label map without holding every task's full-resolution probabilities at once."""
+"""From the network's grid back to the input's: merge task channels into labels, invert a few channels at a time,
+and write the label map (plus optional masks and probabilities) without holding every task's full-resolution
+probabilities at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 
-from .task_selection import TaskGroup
-
-
-def merge_groups(probs: torch.Tensor, task_index: Sequence[int], groups: Sequence[TaskGroup]) -> torch.Tensor:
-    """One channel per label group: the mean probability of the group's tasks (channels follow ``task_index``)."""
-    position = {int(t): i for i, t in enumerate(task_index)}
-    merged = [probs[[position[t] for t in g.task_ids]].float().mean(dim=0) for g in groups]
-    return torch.stack(merged).to(probs.dtype)
+from ..predict import invert_in_chunks
+from .writers import CaseOutput, NativeGrid, OutputPaths
 
 
 def label_map_from(probs: np.ndarray | torch.Tensor, threshold: float) -> np.ndarray:
@@ -41,15 +35,17 @@ class LabelAccumulator:
             self.best[better] = channel[better]
 
 
-def invert_in_chunks(
-    postprocessing: Callable[[dict], dict], image: Any, probs: torch.Tensor, chunk: int
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first channel, probabilities on the input's grid)`` for ``chunk`` channels at a time.
-
-    ``postprocessing`` holds MONAI's ``Invertd`` (keys "pred", orig_keys "image"), which undoes the image's
-    recorded spacing and orientation on ``pred``.
-    """
-    for start in range(0, probs.shape[0], max(1, int(chunk))):
-        part = MetaTensor(probs[start : start + max(1, int(chunk))].float().cpu())  # Invertd inverts MetaTensors
-        out = postprocessing({"image": image, "pred": part})["pred"]
-        yield start, np.asarray(out.detach().cpu() if isinstance(out, torch.Tensor) else out, dtype=np.float32)
+def write_native(output: CaseOutput, paths: OutputPaths, grid: NativeGrid, image: Any, merged: torch.Tensor,
+                 postprocessing: Callable[[dict], dict], threshold: float, invert_chunk: int) -> np.ndarray:
+    """Invert a few labels at a time to the input's grid, staging masks/probabilities; returns the label map."""
+    labels = LabelAccumulator(grid.shape, threshold, len(merged))
+    for start, native in invert_in_chunks(postprocessing, image, merged, invert_chunk):
+        labels.add(start, native)
+        for offset, probability in enumerate(native):
+            label = start + offset + 1
+            if label in paths.masks:
+                output.volume(paths.masks[label], (probability > threshold).astype(np.uint8), grid)
+            if label in paths.probabilities:
+                output.volume(paths.probabilities[label], probability.astype(np.float32), grid)
+    output.volume(paths.label_map, labels.labels, grid)
+    return labels.labels

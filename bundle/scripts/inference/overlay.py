@@ -6,6 +6,9 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Orientation
 
 
 def pick_slices(labels: np.ndarray, count: int = 3) -> list[int]:
@@ -50,3 +53,14 @@ def save_overlay(
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def draw_case_overlay(path: str | os.PathLike, image: object, label_map: np.ndarray, names: Sequence[str],
+                      title: str) -> None:
+    """The quick-look PNG of a case drawn on the network's grid (``image``, ``label_map``) turned to RAS."""
+    affine = image.affine if isinstance(image, MetaTensor) else torch.eye(4)
+    to_ras = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)[:1])
+    picture = np.asarray(to_ras(MetaTensor(pixels, affine=affine))[0], dtype=np.float32)
+    view = np.asarray(to_ras(MetaTensor(torch.from_numpy(label_map)[None], affine=affine))[0])
+    save_overlay(path, picture, view, names, title=title)

@@ -1,12 +1,16 @@
-"""Which tasks to segment: turn ``--tasks`` into label groups for the image's modality.
+"""Which tasks to segment: turn ``--tasks`` into output labels for the image's modality, and the passes they need.
 
 Rules (documented in docs/README.md):
 - ``liver`` (a name without dataset): every task of that name whose dataset matches the image's modality; their
-  probabilities are averaged into one output label. Matching: a dataset matches modality ``m`` when its modality
-  (or one of its sequences) is ``m``; for ``mr`` (MRI of unknown sequence) every MRI dataset matches (mr, t1, t2, cine).
+  probabilities are averaged into one output label. A dataset matches modality ``m`` when its modality (or one of its
+  sequences) is ``m``; for an MRI of unknown sequence every dataset of the registry's MR family matches.
 - ``amos_ct/liver``: exactly that task. ``amos_ct``: every task of that dataset, one label each.
-- nothing given (or ``all``): every task name of the modality's datasets, merged by name as for ``liver``.
+- nothing given (or ``all``): every distinct task name of the modality's datasets, from the fewest datasets that
+  cover them all (greedy set cover, registry order breaks ties); a name several of those datasets have is averaged.
 Names are case-insensitive; ``_`` and ``-`` may stand for spaces in task names (``right_kidney``).
+
+Every dataset a label draws on costs one forward pass per window: the model runs each dataset's full task list plus a
+null token (``scripts.predict.TaskContext``), as it was trained, and the requested channels are taken from it.
 """
 
 from __future__ import annotations
@@ -16,18 +20,29 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CaseError, SetupError
-from .modality import MR_FAMILY, modality_names_of_dataset
+import torch
+
+from ..errors import CaseError, SetupError
+from ..predict import TaskContext, dataset_contexts
+from ..registry import Task, TaskRegistry
+from ..registry import normalize_task_name as _norm
 
 
 @dataclass(frozen=True)
 class TaskGroup:
-    """One output label: the tasks whose probabilities are averaged for it."""
+    """One output label: the tasks (each in its own dataset) whose probabilities are averaged for it."""
 
     label: int
     name: str
-    task_ids: tuple[int, ...]
-    qualified: tuple[str, ...]
+    members: tuple[Task, ...]
+
+    @property
+    def task_ids(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(task.id for task in self.members))
+
+    @property
+    def qualified(self) -> tuple[str, ...]:
+        return tuple(f"{task.dataset}/{task.name}" for task in self.members)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "task_ids": list(self.task_ids), "tasks": list(self.qualified)}
@@ -49,14 +64,22 @@ def parse_task_request(tasks: Any) -> list[str] | None:
     return tokens
 
 
-def _norm(name: str) -> str:
-    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+def contexts_of(groups: Sequence[TaskGroup], registry: TaskRegistry) -> list[TaskContext]:
+    """The forward passes the groups need: one per dataset they draw on, in registry order."""
+    used = {task.dataset for group in groups for task in group.members}
+    return dataset_contexts(registry, [name for name in registry.datasets if name in used])
+
+
+def merge_groups(probs: torch.Tensor, layout: dict[tuple[str, int], int], groups: Sequence[TaskGroup]) -> torch.Tensor:
+    """One channel per group: the mean probability of its member tasks (``layout``: (dataset, id) -> channel)."""
+    merged = [probs[[layout[(t.dataset, t.id)] for t in g.members]].float().mean(dim=0) for g in groups]
+    return torch.stack(merged).to(probs.dtype)
 
 
 class TaskSelector:
     """Validates a task request against the registry once, then resolves it per case for the case's modality."""
 
-    def __init__(self, registry: Any, tasks: Any = None) -> None:
+    def __init__(self, registry: TaskRegistry, tasks: Any = None) -> None:
         self.registry = registry
         self.request = parse_task_request(tasks)
         self._datasets = {name.lower(): name for name in registry.datasets}
@@ -65,10 +88,21 @@ class TaskSelector:
     # --- registry views -------------------------------------------------------------------------------------
     def datasets_for(self, modality: str) -> list[str]:
         """Datasets whose tasks apply to an image of ``modality`` (see module docstring)."""
-        wanted = set(MR_FAMILY) if modality == "mr" else {modality}
-        return [d for d in self.registry.datasets if modality_names_of_dataset(self.registry, d) & wanted]
+        return self.registry.datasets_for_modality(modality)
 
-    def _tasks(self, datasets: Iterable[str] | None = None) -> list[Any]:
+    def covering_datasets(self, modality: str) -> list[str]:
+        """The fewest of the modality's datasets whose tasks name every structure any of them names (registry order)."""
+        candidates = self.datasets_for(modality)
+        names = {d: {_norm(t.name) for t in self.registry.tasks_of(d)} for d in candidates}
+        uncovered = set().union(*names.values()) if names else set()
+        chosen: list[str] = []
+        while uncovered:
+            best = max(candidates, key=lambda d: (len(names[d] & uncovered), -candidates.index(d)))
+            chosen.append(best)
+            uncovered -= names[best]
+        return [d for d in candidates if d in chosen]
+
+    def _tasks(self, datasets: Iterable[str] | None = None) -> list[Task]:
         keep = None if datasets is None else set(datasets)
         return [t for t in self.registry.tasks if keep is None or t.dataset in keep]
 
@@ -80,7 +114,7 @@ class TaskSelector:
                 raise SetupError(f"--tasks: unknown task '{token}'; {self._suggest(token)}")
         self._validated = True
 
-    def _lookup_static(self, token: str) -> list[Any] | None:
+    def _lookup_static(self, token: str) -> list[Task] | None:
         """Tasks named by a preset or qualified name, ``[]`` for a bare task name that exists, None if unknown."""
         key = token.strip().lower()
         if key in self._datasets:
@@ -103,13 +137,14 @@ class TaskSelector:
         """Label groups for one image of ``modality``; raises CaseError when a name has no task for it."""
         if not self._validated:
             self.validate()
-        pending: list[tuple[str, list[Any]]] = []
+        pending: list[tuple[str, list[Task]]] = []
         if self.request is None:
-            datasets = self.datasets_for(modality)
+            datasets = self.covering_datasets(modality)
             if not datasets:
                 raise CaseError(f"no dataset of the registry covers modality '{modality}'; pass --tasks")
-            for name in dict.fromkeys(_norm(t.name) for t in self._tasks(datasets)):
-                pending.append((name, [t for t in self._tasks(datasets) if _norm(t.name) == name]))
+            tasks = self._tasks(datasets)
+            for name in dict.fromkeys(_norm(t.name) for t in tasks):
+                pending.append((name, [t for t in tasks if _norm(t.name) == name]))
         else:
             for token in self.request:
                 pending.extend(self._resolve_token(token, modality))
@@ -119,12 +154,10 @@ class TaskSelector:
             if name in seen:
                 continue
             seen.add(name)
-            ids = tuple(dict.fromkeys(int(t.id) for t in tasks))
-            qualified = tuple(f"{t.dataset}/{t.name}" for t in tasks)
-            groups.append(TaskGroup(label=len(groups) + 1, name=name, task_ids=ids, qualified=qualified))
+            groups.append(TaskGroup(label=len(groups) + 1, name=name, members=tuple(tasks)))
         return groups
 
-    def _resolve_token(self, token: str, modality: str) -> list[tuple[str, list[Any]]]:
+    def _resolve_token(self, token: str, modality: str) -> list[tuple[str, list[Task]]]:
         key = token.strip().lower()
         if key in self._datasets:
             dataset = self._datasets[key]

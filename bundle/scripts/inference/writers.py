@@ -1,19 +1,21 @@
-"""Write a case's outputs as NIfTI on the input's own grid, plus the JSON sidecar; never overwrite by accident.
+"""A case's outputs on the input's own grid: written together or not at all, never over a user's files by accident.
 
-File names (``NAME`` = the input's name without suffix, or the DICOM folder's name; ``TASK`` = the label's name
-with spaces and slashes as ``-``):
+File names (``NAME`` = the case name of ``scripts.io.naming``; ``TASK`` = the label's name as a slug):
 ``NAME_seg.nii.gz`` label map, ``NAME_seg.json`` sidecar, ``NAME_task-TASK.nii.gz`` binary masks (optional),
 ``NAME_prob-TASK.nii.gz`` probabilities (optional), ``NAME_overlay.png`` quick-look picture (optional).
-Every file is written to a temporary name first and renamed, so a reader never sees half a file.
+
+Every file of a case is written into a private staging folder inside the output folder, then moved into place, the
+sidecar last: a case whose sidecar exists and lists only present files is complete. Files of an earlier run of the
+same case that this run does not write again are removed when it commits, so a folder never mixes two runs' outputs
+for one case.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .errors import CaseError
-from .flags import as_flag
+from ..case_engine import AlreadyComplete
+from ..errors import CaseError
+from ..io.files import write_json
+from ..io.nifti import write_nifti
+from ..io.output_folder import OutputFolder
+from ..registry import slug
 from .task_selection import TaskGroup
-
-
-def task_slug(name: str) -> str:
-    """``right kidney`` -> ``right-kidney``; ``amos_ct/liver`` -> ``amos_ct-liver``."""
-    return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
 
 
 @dataclass
@@ -46,7 +47,7 @@ class OutputPaths:
 
 @dataclass
 class NativeGrid:
-    """The input's own grid: voxel→RAS affine, shape, and (for NIfTI inputs) its header to keep q/sform codes."""
+    """The input's own grid: voxel->RAS affine, shape, and (for NIfTI inputs) its header to keep q/sform codes."""
 
     affine: np.ndarray
     shape: tuple[int, ...]
@@ -54,97 +55,106 @@ class NativeGrid:
 
 
 def native_grid(case: dict[str, Any], affine: Any, shape: Sequence[int]) -> NativeGrid:
-    header = None
-    if case.get("format") == "nifti":
-        header = nib.load(case["image"]).header
+    header = nib.load(case["image"]).header if case.get("format") == "nifti" else None
     return NativeGrid(np.asarray(affine, dtype=np.float64), tuple(int(s) for s in shape), header)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+class CaseOutput:
+    """The files of one case, staged; ``commit`` moves them into the output folder (sidecar last)."""
 
+    def __init__(self, staging: Path, replaces: Sequence[Path]) -> None:
+        self.staging = staging
+        self.replaces = list(replaces)
+        self.written: list[tuple[Path, Path]] = []  # (staged, final)
 
-def atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the user's usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def _stage(self, final: Path) -> Path:
+        staged = self.staging / final.name
+        self.written.append((staged, final))
+        return staged
+
+    def volume(self, final: Path, array: np.ndarray, grid: NativeGrid) -> None:
+        if tuple(array.shape) != grid.shape:
+            raise CaseError(f"{final}: internal shape mismatch {array.shape} vs input {grid.shape}")
+        write_nifti(self._stage(final), array, grid.affine, like=grid.nifti_header)
+
+    def picture(self, final: Path, draw: Callable[[Path], None]) -> None:
+        draw(self._stage(final))
+
+    def sidecar(self, final: Path, content: dict[str, Any]) -> None:
+        write_json(content, self._stage(final))
+
+    def commit(self) -> None:
+        finals = {final for _, final in self.written}
+        for stale in self.replaces:
+            if stale not in finals:
+                stale.unlink(missing_ok=True)
+        ordered = sorted(self.written, key=lambda pair: pair[1].suffix == ".json")  # sidecar last
+        for staged, final in ordered:
+            os.replace(staged, final)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 class CaseWriter:
-    """Knows the output names of a case, refuses to overwrite, and writes volumes and the sidecar."""
+    """Knows the output names of a case, when a case is complete, and what may be replaced."""
 
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        overwrite: bool = False,
-        save_task_masks: bool = False,
-        save_probabilities: bool = False,
-        save_overlay: bool = False,
-    ) -> None:
-        self.output_dir = Path(str(output_dir)).expanduser()
-        self.options = {"overwrite": overwrite, "save_task_masks": save_task_masks,
-                        "save_probabilities": save_probabilities, "save_overlay": save_overlay}
+    def __init__(self, output_dir: str | os.PathLike, overwrite: bool = False, skip_existing: bool = False,
+                 save_task_masks: bool = False, save_probabilities: bool = False, save_overlay: bool = False) -> None:
+        self.folder = OutputFolder(output_dir)
+        self.output_dir = self.folder.path
+        self.overwrite = bool(overwrite)
+        self.skip_existing = bool(skip_existing)
+        self.save_task_masks = bool(save_task_masks)
+        self.save_probabilities = bool(save_probabilities)
+        self.save_overlay = bool(save_overlay)
 
-    def check_options(self) -> None:
-        """Raise SetupError for a switch that is not true/false (checked before any case runs)."""
-        for name in self.options:
-            self.flag(name)
-
-    def flag(self, name: str) -> bool:
-        """One of the true/false switches (given as words on the command line)."""
-        return as_flag(self.options[name], name)
+    def prepare(self) -> Path:
+        """Create, check and lock the output folder (before any case is computed)."""
+        return self.folder.claim()
 
     def paths(self, name: str, groups: Sequence[TaskGroup] = ()) -> OutputPaths:
         out = self.output_dir
         return OutputPaths(
             label_map=out / f"{name}_seg.nii.gz",
             sidecar=out / f"{name}_seg.json",
-            overlay=out / f"{name}_overlay.png" if self.flag("save_overlay") else None,
-            masks={g.label: out / f"{name}_task-{task_slug(g.name)}.nii.gz" for g in groups}
-            if self.flag("save_task_masks") else {},
-            probabilities={g.label: out / f"{name}_prob-{task_slug(g.name)}.nii.gz" for g in groups}
-            if self.flag("save_probabilities") else {},
+            overlay=out / f"{name}_overlay.png" if self.save_overlay else None,
+            masks={g.label: out / f"{name}_task-{slug(g.name)}.nii.gz" for g in groups} if self.save_task_masks else {},
+            probabilities={g.label: out / f"{name}_prob-{slug(g.name)}.nii.gz" for g in groups}
+            if self.save_probabilities else {},
         )
 
-    def check_free(self, source: str, paths: OutputPaths) -> None:
-        """Raise before any work when an output exists and ``--overwrite`` was not given."""
-        if self.flag("overwrite"):
-            return
-        taken = [p for p in paths.all() if p.exists()]
-        if taken:
-            more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
-            raise CaseError(f"{source}: output {taken[0]}{more} already exists; pass --overwrite to replace")
+    def existing(self, name: str) -> list[Path]:
+        """Files of case ``name`` already in the output folder (any run's)."""
+        patterns = (f"{name}_seg.nii.gz", f"{name}_seg.json", f"{name}_overlay.png", f"{name}_task-*.nii.gz",
+                    f"{name}_prob-*.nii.gz")
+        return sorted({p for pattern in patterns for p in self.output_dir.glob(pattern) if p.is_file()})
 
-    def save_volume(self, path: Path, array: np.ndarray, grid: NativeGrid) -> None:
-        """Save ``array`` (on the native grid) as NIfTI with the input's geometry."""
-        if tuple(array.shape) != grid.shape:
-            raise CaseError(f"{path}: internal shape mismatch {array.shape} vs input {grid.shape}")
-        image = nib.Nifti1Image(array, grid.affine)
-        if grid.nifti_header is not None:
-            qform, qcode = grid.nifti_header.get_qform(coded=True)
-            sform, scode = grid.nifti_header.get_sform(coded=True)
-            if int(qcode) or int(scode):
-                image.set_qform(qform if int(qcode) else None, code=int(qcode))
-                image.set_sform(sform if int(scode) else None, code=int(scode))
-            image.header.set_xyzt_units(*grid.nifti_header.get_xyzt_units())
-        else:
-            image.set_qform(grid.affine, code=1)
-            image.set_sform(grid.affine, code=1)
-        image.set_data_dtype(array.dtype)
-        atomic_write(path, lambda tmp: nib.save(image, tmp))
+    def is_complete(self, name: str) -> bool:
+        """The case's sidecar exists and every file it lists is present."""
+        sidecar = self.paths(name).sidecar
+        try:
+            content = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            return False
+        listed = [content.get("label_map"), content.get("overlay"), *content.get("task_masks", {}).values(),
+                  *content.get("probabilities", {}).values()]
+        return all((self.output_dir / name_).is_file() for name_ in listed if name_)
 
-    def save_sidecar(self, path: Path, content: dict[str, Any]) -> None:
-        def write(tmp: str) -> None:
-            Path(tmp).write_text(json.dumps(content, indent=1) + "\n")
+    def check(self, source: str, name: str) -> list[Path]:
+        """Decide before any work: skip a complete case (``--skip_existing``), refuse to replace outputs unasked.
 
-        atomic_write(path, write)
+        Returns the files this case's commit will replace. Leftovers of an incomplete case (no valid sidecar) are
+        replaced under ``--skip_existing`` too: they are an interrupted run's, not a finished result.
+        """
+        existing = self.existing(name)
+        if self.skip_existing and self.is_complete(name):
+            raise AlreadyComplete(f"already complete in {self.output_dir} (--skip_existing)")
+        if existing and not (self.overwrite or self.skip_existing):
+            more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+            raise CaseError(f"{source}: output {existing[0]}{more} already exists; pass --overwrite true to replace, "
+                            "or --skip_existing true to keep complete cases")
+        return existing
+
+    def open(self, name: str, replaces: Sequence[Path]) -> CaseOutput:
+        return CaseOutput(self.folder.staging(name), replaces)

@@ -1,5 +1,21 @@
-"""Hermes networks."""
+"""Hermes networks: Hermes-R (ResUNet backbone) and Hermes-M (MedFormer backbone), chosen by a backbone id."""
 
+from ..checkpoint_names import BACKBONE_NAMES
+from ..errors import SetupError
 from .hermes import HermesResUNet
+from .medformer import HermesMedFormer
 
-__all__ = ["HermesResUNet"]
+#: Backbone id (configs' ``backbone``, the converter's ``--backbone``) -> network class.
+BACKBONES = {"r": HermesResUNet, "m": HermesMedFormer}
+
+
+def backbone_class(backbone: str) -> type:
+    """The network class of a backbone id; configs/common.json's ``network_def`` builds it."""
+    key = str(backbone).strip().lower()
+    if key not in BACKBONES:
+        choices = ", ".join(f"'{k}' = {BACKBONE_NAMES[k]}" for k in BACKBONES)
+        raise SetupError(f"--backbone: unknown backbone '{backbone}' (choose {choices})")
+    return BACKBONES[key]
+
+
+__all__ = ["BACKBONES", "HermesMedFormer", "HermesResUNet", "backbone_class"]

@@ -15,14 +15,18 @@ NORM_EPS = 1e-4
 
 
 class PreActConv(nn.Module):
-    """InstanceNorm → ReLU → Conv3d (bias-free), the unit every residual block is made of."""
+    """InstanceNorm → ReLU → Conv3d (bias-free), the unit every residual block is made of.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
+    ``groups`` and ``activate=False`` (norm → conv) serve the MBConv feed-forward of Hermes-M.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 groups: int = 1, activate: bool = True) -> None:
         super().__init__()
         self.norm = nn.InstanceNorm3d(in_channels, eps=NORM_EPS, affine=False)
-        self.act = nn.ReLU(inplace=False)
+        self.act = nn.ReLU(inplace=False) if activate else nn.Identity()
         self.conv = nn.Conv3d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=False
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,14 +81,22 @@ class EncoderStage(nn.Module):
         return self.blocks(self.pool(x))
 
 
-class DecoderStage(nn.Module):
-    """Trilinear upsampling (align_corners=True) to the skip's size, concatenation [skip, up], residual blocks."""
+def upsample_to(deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """Trilinear (align_corners=True) to the skip's size, in float32 as the published model does under autocast,
+    returned in the skip's dtype."""
+    up = F.interpolate(deep.float(), size=skip.shape[2:], mode="trilinear", align_corners=True)
+    return up.to(skip.dtype)
 
-    def __init__(self, deep_channels: int, skip_channels: int, num_blocks: int) -> None:
+
+class DecoderStage(nn.Module):
+    """Upsampling to the skip's size, concatenation [skip, up] (Hermes-R) or [up, skip] (Hermes-M,
+    ``upsampled_first``), residual blocks."""
+
+    def __init__(self, deep_channels: int, skip_channels: int, num_blocks: int, upsampled_first: bool = False) -> None:
         super().__init__()
+        self.upsampled_first = upsampled_first
         self.blocks = residual_stack(deep_channels + skip_channels, skip_channels, num_blocks)
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        # Interpolate in float32 (as the published model does under autocast), then return to the skip's dtype.
-        up = F.interpolate(deep.float(), size=skip.shape[2:], mode="trilinear", align_corners=True)
-        return self.blocks(torch.cat([skip, up.to(skip.dtype)], dim=1))
+        up = upsample_to(deep, skip)
+        return self.blocks(torch.cat([up, skip] if self.upsampled_first else [skip, up], dim=1))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .blocks import DecoderStage, EncoderStage, Stem
+from .contract import check_inputs, flat_modality_index
 from .heads import ModalityHead, PosteriorPrototypeHead
 from .priors import PriorFusionLayer
 
@@ -74,29 +75,51 @@ class HermesResUNet(nn.Module):
         self.task_head = PosteriorPrototypeHead(token_dim, widths[0])
         self.modality_head = ModalityHead(token_dim, num_modalities)
 
-    def _check_inputs(self, image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> None:
-        if image.ndim != 5:
-            raise ValueError(f"image must be B×C×D×H×W, got shape {tuple(image.shape)}")
-        if any(s % self.size_divisor for s in image.shape[2:]):
-            raise ValueError(
-                f"every spatial size must be a multiple of {self.size_divisor}, got {tuple(image.shape[2:])}; "
-                "pad the image (the bundle's inference pads automatically)"
-            )
-        if task_index.ndim != 2 or task_index.shape[0] != image.shape[0]:
-            raise ValueError(f"task_index must be B×n with B={image.shape[0]}, got shape {tuple(task_index.shape)}")
-        if modality_index.shape[0] != image.shape[0] or modality_index.ndim != 1:
-            raise ValueError(
-                f"modality_index must have shape (B,) or (B, 1) with B={image.shape[0]}, got {tuple(modality_index.shape)}"
-            )
-        if task_index.dtype.is_floating_point or modality_index.dtype.is_floating_point:
-            raise TypeError("task_index and modality_index must be integer tensors")
-        if not torch.compiler.is_compiling() and task_index.numel():
-            if int(task_index.min()) < -1 or int(task_index.max()) >= self.num_tasks:
-                raise ValueError(f"task ids must lie in [-1, {self.num_tasks - 1}], got {task_index.tolist()}")
-            if int(modality_index.min()) < -1 or int(modality_index.max()) >= self.num_modalities:
-                raise ValueError(
-                    f"modality ids must lie in [-1, {self.num_modalities - 1}], got {modality_index.tolist()}"
-                )
+    def check_inputs(self, image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> None:
+        check_inputs(image, task_index, modality_index, self.size_divisor, self.num_tasks, self.num_modalities)
+
+    def encode_context_free(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The part of the network the task tokens do not reach: stem and encoder stages 1-2, before the first fusion.
+
+        Returns ``[full-resolution skip, half-resolution skip, quarter-resolution features]``. A caller running several
+        task contexts on one image computes this once (``forward_contexts``): it is about a fifth of the work.
+        """
+        skips = [self.stem(image)]
+        skips.append(self.encoder[0](skips[0]))
+        skips.append(self.encoder[1](skips[1]))
+        return skips
+
+    def forward_contexts(
+        self,
+        shared: list[torch.Tensor],
+        task_index: torch.Tensor,
+        modality_index: torch.Tensor,
+        return_modality_logits: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        """The rest of the forward pass from ``encode_context_free``'s output, for the given task tokens."""
+        n = task_index.shape[1]
+        skips = list(shared[:2])
+        tokens = []
+        x = shared[2]
+        for level in range(2, 5):  # fusion after encoder stages 2, 3 and 4
+            if level > 2:
+                x = self.encoder[level - 1](x)
+            x, priors = self.fusion[level - 2](x, task_index, modality_index)
+            tokens.append(priors)
+            skips.append(x)
+
+        x = skips[4]
+        for i, stage in enumerate(self.decoder):
+            x = stage(x, skips[3 - i])
+            if i < 2:  # fusion after decoder stages 1 and 2
+                x, priors = self.fusion[3 + i](x, task_index, modality_index)
+                tokens.append(priors)
+
+        posterior = torch.cat(tokens, dim=2)  # B × (n + L) × 34·base
+        seg_logits = self.task_head(x, posterior[:, :n])
+        if not return_modality_logits:
+            return seg_logits
+        return seg_logits, self.modality_head(posterior[:, n:])
 
     def forward(
         self,
@@ -116,30 +139,7 @@ class HermesResUNet(nn.Module):
         Returns:
             ``(seg_logits B×n×D×H×W, modality_logits B×M)``, or only ``seg_logits``.
         """
-        if modality_index.ndim == 2 and modality_index.shape[1] == 1:
-            modality_index = modality_index[:, 0]
-        self._check_inputs(image, task_index, modality_index)
-        n = task_index.shape[1]
-
-        skips = [self.stem(image)]
-        tokens = []
-        x = skips[0]
-        for level, stage in enumerate(self.encoder, start=1):
-            x = stage(x)
-            if level >= 2:  # fusion after encoder stages 2, 3 and 4
-                x, priors = self.fusion[level - 2](x, task_index, modality_index)
-                tokens.append(priors)
-            skips.append(x)
-
-        x = skips[4]
-        for i, stage in enumerate(self.decoder):
-            x = stage(x, skips[3 - i])
-            if i < 2:  # fusion after decoder stages 1 and 2
-                x, priors = self.fusion[3 + i](x, task_index, modality_index)
-                tokens.append(priors)
-
-        posterior = torch.cat(tokens, dim=2)  # B × (n + L) × 34·base
-        seg_logits = self.task_head(x, posterior[:, :n])
-        if not return_modality_logits:
-            return seg_logits
-        return seg_logits, self.modality_head(posterior[:, n:])
+        modality_index = flat_modality_index(modality_index)
+        self.check_inputs(image, task_index, modality_index)
+        return self.forward_contexts(self.encode_context_free(image), task_index, modality_index,
+                                     return_modality_logits)

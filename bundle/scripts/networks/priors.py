@@ -42,14 +42,15 @@ class CrossAttention(nn.Module):
 
 
 class TokenMLP(nn.Module):
-    """Pre-normed two-layer GELU MLP (LayerNorm eps 1e-4, hidden width 4 × dim)."""
+    """Pre-normed two-layer GELU MLP (LayerNorm eps 1e-4, hidden width 4 × dim unless ``hidden`` is given)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, hidden: int | None = None) -> None:
         super().__init__()
+        hidden = MLP_RATIO * dim if hidden is None else hidden
         self.norm = nn.LayerNorm(dim, eps=FFN_NORM_EPS)
-        self.fc1 = nn.Linear(dim, MLP_RATIO * dim)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(MLP_RATIO * dim, dim)
+        self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(self.norm(x))))
@@ -78,20 +79,27 @@ def wrap_negative(index: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.where(index < 0, index + rows, index)
 
 
-class PriorFusionLayer(nn.Module):
-    """One fusion site: its own task table ((T + 1) × C, last row = null) and modality table (M × L × C)."""
+class PriorTables(nn.Module):
+    """The prior tables of one fusion site: task ((T + 1) × C, last row = null) and modality (M × L × C)."""
 
-    def __init__(self, dim: int, num_blocks: int, num_tasks: int, num_modalities: int, modality_tokens: int) -> None:
+    def __init__(self, dim: int, num_tasks: int, num_modalities: int, modality_tokens: int) -> None:
         super().__init__()
         self.task_prior = nn.Parameter(nn.init.xavier_uniform_(torch.empty(num_tasks + 1, dim)))
         self.modality_prior = nn.Parameter(nn.init.xavier_uniform_(torch.empty(num_modalities, modality_tokens, dim)))
-        self.blocks = nn.ModuleList(PriorAttentionBlock(dim) for _ in range(num_blocks))
 
     def select_priors(self, task_index: torch.Tensor, modality_index: torch.Tensor) -> torch.Tensor:
         """Gather [task tokens (B × n), modality tokens (B × L)] for the whole batch in one indexing op each."""
         task_tokens = self.task_prior[wrap_negative(task_index, self.task_prior.shape[0])]
         modality_tokens = self.modality_prior[wrap_negative(modality_index, self.modality_prior.shape[0])]
         return torch.cat([task_tokens, modality_tokens], dim=1)
+
+
+class PriorFusionLayer(PriorTables):
+    """One Hermes-R fusion site: its prior tables and prior-attention blocks over the flattened feature map."""
+
+    def __init__(self, dim: int, num_blocks: int, num_tasks: int, num_modalities: int, modality_tokens: int) -> None:
+        super().__init__(dim, num_tasks, num_modalities, modality_tokens)
+        self.blocks = nn.ModuleList(PriorAttentionBlock(dim) for _ in range(num_blocks))
 
     def forward(
         self, x: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor

@@ -1,0 +1,96 @@
+"""What every command of the bundle shares on the command line: switches as booleans, and failures as one line.
+
+``python -m monai.bundle run ... --resume false`` hands the config the *string* "false"; every boolean switch of every
+workflow goes through :func:`flag`, which accepts the usual words and rejects anything else naming the option.
+
+A workflow that fails ends with one line naming the file or option and the problem (``error: ...``), not a traceback
+from deep inside MONAI; ``--debug true`` (or ``HERMES_DEBUG=1``) shows the traceback as well. The hook is installed
+when the ``scripts`` package is imported, which every bundle config does first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from types import TracebackType
+from typing import Any
+
+from .errors import SetupError, hermes_error_in, one_line
+
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on", "t"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "off", "f", "none", ""})
+
+_state = {"debug": False, "installed": False}
+
+
+def flag(value: Any, name: str) -> bool:
+    """``value`` of the switch ``--name`` as a bool; anything but a bool, 0/1 or a yes/no word is a ``SetupError``."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SetupError(f"--{name}: expected true or false, got {value!r}")
+
+
+def flags(**switches: Any) -> dict[str, bool]:
+    """Every switch of a workflow checked at once (configs evaluate this before any work starts)."""
+    return {name: flag(value, name) for name, value in switches.items()}
+
+
+class _WithoutTraceback(logging.Filter):
+    """Drops the traceback MONAI's and ignite's handlers attach to their error records, unless debugging."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not debugging():
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def set_debug(value: Any) -> bool:
+    """``--debug true``: failures print their traceback before the one-line summary (also in logged errors)."""
+    _state["debug"] = flag(value, "debug")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _WithoutTraceback) for f in handler.filters):
+            handler.addFilter(_WithoutTraceback())
+    return _state["debug"]
+
+
+def debugging() -> bool:
+    return bool(_state["debug"]) or os.environ.get("HERMES_DEBUG", "").strip().lower() in TRUE_WORDS
+
+
+def required_setting(name: str, what: str) -> Any:
+    """Stand-in for a config value the user must give (``--name VALUE``): fails with a message naming it."""
+    raise SetupError(f"this configuration needs --{name}: {what}")
+
+
+def report(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """``sys.excepthook``: the traceback only when debugging, and always the one-line reason last."""
+    if debugging():
+        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+    if isinstance(exc, KeyboardInterrupt):
+        print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return
+    hint = "" if hermes_error_in(exc) is not None or debugging() else " (run with --debug true for the traceback)"
+    print(f"error: {one_line(exc)}{hint}", file=sys.stderr, flush=True)
+
+
+def install_error_report() -> None:
+    """Make :func:`report` the interpreter's handler of uncaught exceptions (once per process)."""
+    if not _state["installed"]:
+        sys.excepthook = report
+        _state["installed"] = True
+
+
+def warn(text: str) -> None:
+    """A warning a person should read during a run (stderr, one line)."""
+    print(f"warning: {text}", file=sys.stderr, flush=True)

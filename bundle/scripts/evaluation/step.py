@@ -1,0 +1,110 @@
+"""The evaluation step of the case engine: predict a labelled case exactly as inference does, then score it.
+
+After the last case the tables are written (never over earlier ones) and the per-dataset mean Dice goes into the
+engine's metrics, where ``--tracking mlflow`` picks it up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..inference.reading import CasePrediction
+from ..inference.segment import write_case
+from ..inference.task_selection import TaskGroup
+from ..inference.writers import CaseWriter
+from ..io.naming import case_name
+from ..io.output_folder import OutputFolder
+from ..predict import dataset_contexts
+from ..registry import TaskRegistry
+from .cases import EvaluationCases
+from .scoring import CaseScorer
+from .tables import dataset_means, markdown_report, task_summaries, write_csv, write_markdown
+
+
+class EvaluateCase:
+    """Score one labelled case in native and resampled space; optionally keep its predictions.
+
+    Args:
+        cases: the checked datalist section (its problems are listed in the tables as errors).
+        prediction: the inference reading, weights and prediction, so evaluation measures what inference produces;
+            each case runs in its dataset's task context.
+        scorer: the case's probabilities -> metric rows.
+        output_dir: ``metrics.csv`` and ``metrics.md`` (earlier files are kept: new names ``metrics_1.csv``...).
+        prediction_writer: writes each case's outputs as inference would (``--save_predictions true``), or None.
+    """
+
+    continue_hint = "run the evaluation again (earlier metric files are kept; new ones get a new name)"
+
+    def __init__(self, cases: EvaluationCases, prediction: CasePrediction, registry: TaskRegistry, scorer: CaseScorer,
+                 output_dir: str, prediction_writer: CaseWriter | None = None,
+                 settings: dict[str, Any] | None = None, file_stem: str = "metrics") -> None:
+        self.cases = cases
+        self.prediction = prediction
+        self.registry = registry
+        self.scorer = scorer
+        self.folder = OutputFolder(output_dir)
+        self.prediction_writer = prediction_writer
+        self.settings = dict(settings or {})
+        self.file_stem = file_stem
+        self.rows: list[dict[str, Any]] = []
+        self.written: dict[str, Path] = {}
+
+    def prepare(self) -> str:
+        self.cases.check()
+        self.folder.claim()
+        if self.prediction_writer is not None:
+            self.prediction_writer.prepare()
+        self.prediction.load()
+        return f"Evaluating {len(self.cases.items)} case(s) {self.prediction.describe()}"
+
+    def __call__(self, item: dict[str, Any]) -> str:
+        replaces = self.prediction_writer.check(item["source"], item["name"]) if self.prediction_writer else []
+        data = self.prediction.read(item)
+        context = dataset_contexts(self.registry, [item["dataset"]])  # the dataset's tasks + a null, as trained
+        probs = self.prediction.probabilities(data, context).float()
+        rows = self.scorer.score(item, data, probs)
+        if self.prediction_writer is not None:
+            groups = [TaskGroup(label=k + 1, name=task.name, members=(task,))
+                      for k, task in enumerate(self.registry.tasks_of(item["dataset"]))]
+            settings = {**self.settings, "threshold": self.scorer.threshold, "device": str(self.prediction.device)}
+            write_case(self.prediction_writer, item, data, groups, probs, replaces, self.scorer.postprocessing,
+                       self.prediction.weights, settings, self.scorer.invert_chunk)
+        self.rows.extend(rows)
+        dice = ", ".join(f"{r['task']} {r['native_dice']:.3f}" for r in rows)
+        return f"{item['dataset']}: native Dice {dice}"
+
+    def complete(self, engine: Any) -> None:
+        """Write the tables (failed cases listed with their reason) and report the per-dataset means."""
+        for outcome in engine.summary.failed:
+            dataset = self.cases.datasets.get(outcome.source, "")
+            self.rows.append({"case": _case_name(outcome.source, self.cases), "image": outcome.source,
+                              "dataset": dataset, "task_id": "", "task": "", "error": outcome.detail})
+        report = markdown_report(self.rows, self.scorer.nsd_tolerance_mm, self._resampled_spacing())
+        self.written = {"csv": write_csv(self.rows, self.folder.path / f"{self.file_stem}.csv"),
+                        "markdown": write_markdown(report, self.folder.path / f"{self.file_stem}.md")}
+        for dataset, entry in dataset_means(task_summaries(self.rows)).items():
+            engine.summary.say(f"  {dataset}: mean Dice native {entry['native_dice']:.4f}, resampled "
+                               f"{entry['resampled_dice']:.4f} ({entry['tasks']} task(s))")
+            for space in ("native", "resampled"):
+                if not math.isnan(entry[f"{space}_dice"]):
+                    engine.state.metrics[f"mean_dice_{space}/{dataset}"] = float(entry[f"{space}_dice"])
+        engine.summary.say(f"Results: {self.written['csv']}, {self.written['markdown']}")
+        self.folder.release()
+        if self.prediction_writer is not None:
+            self.prediction_writer.folder.release()
+
+    def _resampled_spacing(self) -> Sequence[float]:
+        for row in self.rows:
+            if not row.get("error") and row.get("resampled_spacing_mm"):
+                return row["resampled_spacing_mm"]
+        return (math.nan,) * 3
+
+
+def _case_name(source: str, cases: EvaluationCases) -> str:
+    for item in cases.items:
+        if item["source"] == source:
+            return item["case"]
+    return case_name(source)

@@ -1,0 +1,168 @@
+"""The one door into the network for whole volumes: task contexts, window adapter, sliding-window probabilities,
+inversion to the input's grid.
+
+Training validation, inference and evaluation all predict through :class:`WindowPredictor`, so they compute the same
+thing: per-task sigmoid probabilities of every window averaged uniformly over overlapping windows (the published
+sliding window), each task run in its own dataset's context (its dataset's full task list plus one null token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from .registry import NULL_TASK, TaskRegistry
+
+#: Pads the rows of a contexts tensor (a row's tokens are task ids and -1 nulls).
+ABSENT = -2
+#: Past this many task-voxels on CUDA, windows are stitched in float16 to bound memory.
+LOW_PRECISION_VOXELS = 2_000_000_000
+
+
+def _plain(tensor: Any) -> torch.Tensor:
+    return tensor.as_tensor() if isinstance(tensor, MetaTensor) else torch.as_tensor(tensor)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """The task tokens of one forward pass: one dataset's full task list and one null token, as the model was trained.
+
+    Task tokens are keys and values of the cross-attention at every fusion site, so a task's output depends on the
+    other tokens of its pass; the published model only ever saw one dataset's list with at least one null.
+    """
+
+    dataset: str
+    task_ids: tuple[int, ...]
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        return (*self.task_ids, NULL_TASK)
+
+
+def dataset_contexts(registry: TaskRegistry, datasets: Sequence[str]) -> list[TaskContext]:
+    """One context per dataset (in the order given, each once)."""
+    return [TaskContext(name, tuple(registry.task_ids(name))) for name in dict.fromkeys(datasets)]
+
+
+def context_tensor(contexts: Sequence[TaskContext]) -> torch.Tensor:
+    """``K × L`` tokens, one row per context, padded at the end with ``ABSENT``."""
+    width = max(len(c.tokens) for c in contexts)
+    rows = [list(c.tokens) + [ABSENT] * (width - len(c.tokens)) for c in contexts]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def channel_layout(contexts: Sequence[TaskContext]) -> dict[tuple[str, int], int]:
+    """(dataset, task id) -> output channel of :class:`WindowPredictor` for these contexts (nulls dropped)."""
+    layout: dict[tuple[str, int], int] = {}
+    for context in contexts:
+        for task_id in context.task_ids:
+            layout[(context.dataset, task_id)] = len(layout)
+    return layout
+
+
+class WindowPredictor(nn.Module):
+    """What a sliding-window inferer calls: a batch of windows of one case -> per-task probabilities.
+
+    ``contexts`` (``K × L``, or a single ``1 × n`` / ``n`` task list) holds one row of tokens per forward pass: task
+    ids, ``-1`` nulls, ``ABSENT`` padding. Every row is run on every window (so any ``sw_batch_size`` works), and the
+    output has one channel per task token of each row in order: nulls are dropped unless ``keep_null_channels``
+    (training validation keeps them so channels line up with its padded labels). On CUDA, rows of equal length run
+    as one batch. bf16 autocast on CUDA when ``amp``; the output keeps the windows' dtype (float16 windows are
+    stitched in float16).
+    """
+
+    def __init__(self, network: nn.Module, amp: bool = True, keep_null_channels: bool = False) -> None:
+        super().__init__()
+        self.network = network
+        self.amp = bool(amp)
+        self.keep_null_channels = bool(keep_null_channels)
+
+    def _run(self, windows: torch.Tensor, shared: list[torch.Tensor] | None, tasks: torch.Tensor,
+             modality: torch.Tensor, repeats: int) -> torch.Tensor:
+        """Sigmoid probabilities of one pass (``repeats`` contexts stacked along the batch)."""
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=windows.is_cuda and self.amp):
+            if shared is None:
+                batch = windows.float().repeat(repeats, *([1] * (windows.ndim - 1)))
+                logits = self.network(batch, tasks, modality, return_modality_logits=False)
+            else:
+                stacked = [t.repeat(repeats, *([1] * (t.ndim - 1))) for t in shared]
+                logits = self.network.forward_contexts(stacked, tasks, modality, return_modality_logits=False)
+        return torch.sigmoid(logits.float()).to(windows.dtype)
+
+    def forward(self, windows: torch.Tensor, contexts: torch.Tensor, modality_index: torch.Tensor) -> torch.Tensor:
+        count = windows.shape[0]
+        rows = contexts.reshape(-1, contexts.shape[-1]).to(windows.device)
+        modality = modality_index.reshape(-1)[:1].to(windows.device)
+        lengths = (rows != ABSENT).sum(dim=1).tolist()
+        shared = None
+        if len(rows) > 1 and hasattr(self.network, "encode_context_free"):  # the task-free part once per window
+            self.network.check_inputs(windows, rows[:1, : lengths[0]].expand(count, -1), modality.expand(count))
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=windows.is_cuda and self.amp):
+                shared = self.network.encode_context_free(windows.float())
+        outputs: list[torch.Tensor | None] = [None] * len(rows)
+        groups = {n: [k for k, m in enumerate(lengths) if m == n] for n in dict.fromkeys(lengths)}
+        if not windows.is_cuda:  # on the CPU one context at a time: same work, a fraction of the memory
+            groups = {f"{n}:{k}": [k] for n, ks in groups.items() for k in ks}
+        for members in groups.values():
+            width = lengths[members[0]]
+            tokens = rows[members, :width]
+            probs = self._run(windows, shared, tokens.repeat_interleave(count, dim=0),
+                              modality.expand(len(members) * count), len(members))
+            probs = probs.reshape(len(members), count, width, *probs.shape[2:])
+            for position, k in enumerate(members):
+                keep = tokens[position] >= 0 if not self.keep_null_channels else tokens[position] != ABSENT
+                outputs[k] = probs[position][:, keep]
+        return torch.cat(outputs, dim=1)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def modality_logits(self, window: torch.Tensor, modality_index: int = -1) -> torch.Tensor:
+        """The modality head's logits for one window (``1 × C × D × H × W``), read with only the null task."""
+        device = window.device
+        tasks = torch.full((1, 1), NULL_TASK, dtype=torch.long, device=device)
+        modality = torch.full((1,), modality_index, dtype=torch.long, device=device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=window.is_cuda and self.amp):
+            _, logits = self.network(window.float(), tasks, modality)
+        return logits.float()
+
+
+def sliding_window_probabilities(
+    image: Any,
+    contexts: Sequence[TaskContext],
+    modality_index: Any,
+    inferer: Callable[..., torch.Tensor],
+    predictor: nn.Module,
+    device: torch.device | str,
+    low_precision_voxels: int = LOW_PRECISION_VOXELS,
+) -> torch.Tensor:
+    """Per-task probabilities (on CPU) of one preprocessed image (``C × spatial``), one channel per task of each
+    context in order (``channel_layout`` says which); every window runs every context."""
+    device = torch.device(device)
+    pixels = _plain(image)
+    tokens = context_tensor(contexts)
+    big = sum(len(c.task_ids) for c in contexts) * pixels[0].numel() > low_precision_voxels
+    dtype = torch.float16 if big and device.type == "cuda" else torch.float32
+    with torch.no_grad():
+        out = inferer(pixels[None].to(device, dtype), predictor, tokens.to(device),
+                      torch.as_tensor(modality_index, dtype=torch.long).reshape(1).to(device))
+    return _plain(out)[0].cpu()
+
+
+def invert_in_chunks(
+    postprocessing: Callable[[dict], dict], image: Any, probs: torch.Tensor, chunk: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first channel, probabilities on the input's grid)`` for ``chunk`` channels at a time.
+
+    ``postprocessing`` holds MONAI's ``Invertd`` (keys "pred", orig_keys "image"), which undoes the image's recorded
+    spacing and orientation on ``pred``; a few channels at a time bound the memory of large inputs.
+    """
+    step = max(1, int(chunk))
+    for start in range(0, probs.shape[0], step):
+        part = MetaTensor(probs[start: start + step].float().cpu())
+        out = postprocessing({"image": image, "pred": part})["pred"]
+        yield start, np.asarray(out.detach().cpu() if isinstance(out, torch.Tensor) else out, dtype=np.float32)

@@ -1,0 +1,19 @@
+"""Training pieces that MONAI, ignite and torch lack for Hermes; the workflow itself is ``configs/train.json``.
+
+One job per module:
+- ``batch``: a collated batch -> image, network arguments and the targets of the loss and the metric;
+- ``losses``: the Hermes loss (masked BCE + adaptive Dice per task, modality cross-entropy);
+- ``lamb``: the LAMB optimiser; ``schedule``: the warm-up + poly learning-rate factor as a torch ``LambdaLR``;
+- ``ema``: the published EMA rate on ignite's ``EMAHandler``;
+- ``dice_metric``: validation Dice per (dataset, task) on MONAI's ``CumulativeIterationMetric``;
+- ``validation``: when to validate (every N epochs and every epoch of the last few);
+- ``run_folder``: which folder a run writes to; ``checkpoints``: latest/best/final through MONAI's
+  ``CheckpointSaver``, written atomically; ``resume``: continuing a run from its ``latest.pt``; ``rng``: the
+  random-number state a resumed run needs;
+- ``export``: a run checkpoint's EMA weights -> a weights file for inference, with its task list.
+"""
+
+from . import batch, checkpoints, dice_metric, ema, export, lamb, losses, resume, rng, run_folder, schedule, validation
+
+__all__ = ["batch", "checkpoints", "dice_metric", "ema", "export", "lamb", "losses", "resume", "rng", "run_folder",
+           "schedule", "validation"]

@@ -1,0 +1,111 @@
+"""Command-line switches mean what they say in every workflow, and every failure ends in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.cli import flag, report
+from scripts.errors import CaseError, SetupError, one_line
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+#: Every workflow a user runs, as the config files MONAI merges for it.
+WORKFLOWS = {
+    "training": ["configs/train.json"],
+    "training (published recipe)": ["configs/train.json", "configs/train_published.json"],
+    "inference": ["configs/inference.json"],
+    "evaluate": ["configs/inference.json", "configs/evaluate.json"],
+}
+
+
+def test_flag_words():
+    for word in ("false", "False", "0", "no", "NO", "off", "", None, False, 0):
+        assert flag(word, "x") is False, word
+    for word in ("true", "True", "1", "yes", "on", True, 1):
+        assert flag(word, "x") is True, word
+    for word in ("maybe", "2", "flase", 2, [True]):
+        with pytest.raises(SetupError, match=r"--overwrite: expected true or false, got "):
+            flag(word, "overwrite")
+
+
+def _parser(files: list[str], **overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / f) for f in files])
+    parser.update(overrides)
+    parser.parse()
+    return parser
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
+def test_every_boolean_switch_of_every_workflow_means_what_it_says(workflow, monkeypatch):
+    monkeypatch.chdir(BUNDLE)  # macros name configs/common.json relative to the bundle folder
+    files = WORKFLOWS[workflow]
+    switches = list(_parser(files).get("flags"))
+    assert {"debug", "amp"} <= set(switches), switches
+    for name in switches:
+        for word, expected in (("false", False), ("False", False), ("0", False), ("no", False), ("true", True)):
+            value = _parser(files, **{name: word}).get_parsed_content(f"flags#{name}")
+            assert value is expected, (workflow, name, word, value)
+        with pytest.raises(Exception) as err:
+            _parser(files, **{name: "perhaps"}).get_parsed_content("flags")
+        assert one_line(err.value) == f"--{name}: expected true or false, got 'perhaps'", (workflow, name)
+
+
+def test_errors_are_reported_in_one_line(capsys):
+    try:
+        try:
+            raise CaseError("x.nii: image is 2D")
+        except CaseError as inner:
+            raise RuntimeError("applying transform <CheckImaged>\nlong trace") from inner
+    except RuntimeError as outer:
+        assert one_line(outer) == "x.nii: image is 2D"
+        report(type(outer), outer, outer.__traceback__)
+    assert capsys.readouterr().err == "error: x.nii: image is 2D\n"
+    assert one_line(EOFError("Compressed file ended\nmore")) == "EOFError: Compressed file ended"
+    assert one_line(KeyError("unknown dataset 'x'")) == "KeyError: unknown dataset 'x'"
+
+
+def test_a_bad_switch_stops_a_real_run_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+                           "--input", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--overwrite", "maybe"],
+                          cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == "error: --overwrite: expected true or false, got 'maybe'"
+    assert "Traceback" not in done.stderr
+    with_debug = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+                                 "--input", str(tmp_path), "--overwrite", "maybe", "--debug", "true"],
+                                cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+    assert "Traceback" in with_debug.stderr
+    assert with_debug.stderr.strip().splitlines()[-1].startswith("error: --overwrite")
+    assert not (tmp_path / "out").exists()  # nothing was done before the check
+
+
+def test_logged_errors_carry_no_traceback_unless_debugging(capsys):
+    """MONAI's StatsHandler logs an exception raised inside a running engine with its traceback; the user sees the
+    message, and the traceback only with --debug true."""
+    import logging
+
+    from scripts.cli import set_debug
+
+    logger = logging.getLogger("test_cli_engine")
+    handler = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(handler)
+    try:
+        for debug, expected in ((False, False), (True, True)):
+            set_debug(debug)
+            try:
+                raise ValueError("inside the engine")
+            except ValueError:
+                logger.exception("Exception: inside the engine")
+            err = capsys.readouterr().err
+            assert "Exception: inside the engine" in err
+            assert ("Traceback" in err) is expected
+    finally:
+        set_debug(False)
+        logging.getLogger().removeHandler(handler)
