@@ -243,9 +243,10 @@ def test_switch_words_mean_what_they_say(phantoms: dict, monkeypatch: pytest.Mon
         parser = ConfigParser()
         parser.read_config(TRAIN_CONFIG)
         parser.update({"resume": word, "export_to_bundle": word, "overwrite": word, "amp": word, "debug": word,
-                       "native_slice_spacing": word})
+                       "native_slice_spacing": word, "finetune": word})
         assert parser.get_parsed_content("flags") == dict.fromkeys(
-            ("debug", "amp", "resume", "export_to_bundle", "overwrite", "native_slice_spacing"), meaning), word
+            ("debug", "amp", "resume", "export_to_bundle", "overwrite", "finetune", "native_slice_spacing"),
+            meaning), word
     parser = ConfigParser()
     parser.read_config(TRAIN_CONFIG)
     parser.update({"overwrite": "sure"})

@@ -7,11 +7,18 @@ Accepted, always with ``weights_only=True``:
 
 Each of them holds one backbone, Hermes-R or Hermes-M, recognised by its tensor names (``backbone_of_weights``):
 inference and evaluation build the network the weights at ``ckpt_path`` need without being told.
+
+A missing file says what to run to get one; a file that is not a complete checkpoint (a download that stopped part way,
+a web page saved in its place) says to delete it and download again. Fine-tuning (``--finetune true`` of
+``configs/train.json``) starts from any accepted file through :func:`start_from`, growing the task prior tables for the
+tasks a datalist adds.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +39,24 @@ STATE_KEYS = {"ema": "ema_model_state_dict", "model": "model_state_dict"}
 _SIZE_OPTIONS = {"r": "base_channels / num_tasks / num_modalities",
                  "m": "base_channels / num_tasks / num_modalities / attention_blocks / map_size / fusion_depth / "
                       "expansion"}
+#: What fetches the published weights to models/model.pt (large_files.yml), from the bundle folder.
+DOWNLOAD_COMMAND = "python -m monai.bundle download_large_files --bundle_path ."
+#: The same with one-line failures and a check that the landed file loads.
+DOWNLOAD_WRAPPER = "python -m scripts.download_weights"
+#: The by-hand route when the download is refused.
+MANUAL_DOWNLOAD = ("or download the published checkpoint in a browser and save it as models/model.pt "
+                   "(docs/README.md, Getting the weights)")
 HOW_TO_GET_WEIGHTS = (
-    "train the model (python -m monai.bundle run training --config_file configs/train.json), download the published "
-    "weights (python -m monai.bundle download_large_files --bundle_path .), or pass --ckpt_path WEIGHTS"
+    f"download the published weights ({DOWNLOAD_COMMAND}, or {DOWNLOAD_WRAPPER}, from the bundle folder), train the "
+    "model (python -m monai.bundle run training --config_file configs/train.json --export_to_bundle true), or pass "
+    "--ckpt_path WEIGHTS"
 )
+BROKEN_FILE_ADVICE = (
+    f"if it is a download that stopped part way or a web page saved in its place, delete it and download again "
+    f"({DOWNLOAD_WRAPPER}), {MANUAL_DOWNLOAD}"
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,8 +75,28 @@ def _is_state_dict(value: Any) -> bool:
     return isinstance(value, Mapping) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
-def convert_published(published: Mapping[str, torch.Tensor], network: nn.Module, source: str) -> dict[str, torch.Tensor]:
-    """Rename published tensors to ``network``'s names, checking that every one exists and fits."""
+def grown_task_table(name: str, tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A task prior table (``*.task_prior``, (T + 1) × C, last row = null) with fewer task rows than the network's
+    ``target`` table, grown to its size: task ids keep their rows, the null row stays last, and the rows of tasks the
+    weights never saw keep the network's own initialisation. Any other tensor is returned as it is."""
+    if (not name.endswith("task_prior") or tensor.ndim != 2 or target.ndim != 2 or tensor.shape[1] != target.shape[1]
+            or not 0 < tensor.shape[0] < target.shape[0]):
+        return tensor
+    grown = target.detach().clone().to(tensor.dtype)
+    grown[: tensor.shape[0] - 1] = tensor[:-1]
+    grown[-1] = tensor[-1]
+    return grown
+
+
+def _grown_tables(weights: Mapping[str, torch.Tensor], network: nn.Module) -> dict[str, torch.Tensor]:
+    expected = network.state_dict()
+    return {name: grown_task_table(name, t, expected[name]) if name in expected else t for name, t in weights.items()}
+
+
+def convert_published(published: Mapping[str, torch.Tensor], network: nn.Module, source: str,
+                      grow_task_tables: bool = False) -> dict[str, torch.Tensor]:
+    """Rename published tensors to ``network``'s names, checking that every one exists and fits (task prior tables
+    with fewer task rows are grown first when ``grow_task_tables``: fine-tuning with extra tasks)."""
     expected = network.state_dict()
     backbone = backbone_of(published)
     converted: dict[str, torch.Tensor] = {}
@@ -68,6 +109,8 @@ def convert_published(published: Mapping[str, torch.Tensor], network: nn.Module,
             raise CheckpointError(f"{source}: tensor '{name}' has no place in the configured network ({new_name})")
         if tensor.shape == (*expected[new_name].shape, 1, 1, 1) and expected[new_name].ndim == 2:
             tensor = tensor.reshape(expected[new_name].shape)  # a 1×1×1 convolution kernel as a Linear weight
+        if grow_task_tables:
+            tensor = grown_task_table(new_name, tensor, expected[new_name])
         if tuple(tensor.shape) != tuple(expected[new_name].shape):
             raise CheckpointError(
                 f"{source}: tensor '{name}' has shape {tuple(tensor.shape)} but the configured network needs "
@@ -94,8 +137,10 @@ def held_weights(checkpoint: Any, source: str, state: str = "ema") -> tuple[Mapp
     return weights, kind
 
 
-def state_dict_of(checkpoint: Any, network: nn.Module, source: str, state: str = "ema") -> tuple[dict, str]:
-    """The network's state dict held by a loaded checkpoint, and what kind of file it was."""
+def state_dict_of(checkpoint: Any, network: nn.Module, source: str, state: str = "ema",
+                  grow_task_tables: bool = False) -> tuple[dict, str]:
+    """The network's state dict held by a loaded checkpoint, and what kind of file it was (``grow_task_tables``: see
+    :func:`grown_task_table`)."""
     weights, kind = held_weights(checkpoint, source, state)
     own = network.state_dict()
     held, configured = backbone_of(weights), backbone_of(own)
@@ -106,16 +151,38 @@ def state_dict_of(checkpoint: Any, network: nn.Module, source: str, state: str =
             f"--backbone {held})")
     names = {strip_wrappers(name) for name in weights}
     if names & set(own) and not is_published_layout(names):
-        return {strip_wrappers(name): tensor for name, tensor in weights.items()}, kind
-    return convert_published(weights, network, source), f"published {kind}, converted"
+        plain = {strip_wrappers(name): tensor for name, tensor in weights.items()}
+        return (_grown_tables(plain, network) if grow_task_tables else plain), kind
+    return convert_published(weights, network, source, grow_task_tables), f"published {kind}, converted"
 
 
-def load_weights(network: nn.Module, ckpt_path: str | os.PathLike, state: str = "ema") -> LoadedWeights:
-    """Load any accepted weights file into ``network`` (strict); every problem is one line naming the file."""
+def read_weights_file(ckpt_path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` of a weights file or checkpoint; a missing file says how to get one, a file
+    that is not a complete checkpoint (half-downloaded, a saved web page) says to delete it and download again."""
     path = Path(str(ckpt_path)).expanduser()
     if not path.is_file():
         raise SetupError(f"no model weights at {path}: {HOW_TO_GET_WEIGHTS}")
-    weights, kind = state_dict_of(load_weights_only(path), network, str(path), state)
+    try:
+        return load_weights_only(path)
+    except CheckpointError as err:
+        if zipfile.is_zipfile(path):
+            raise
+        raise CheckpointError(f"{err}; {path.stat().st_size:,} bytes: {BROKEN_FILE_ADVICE}") from err
+
+
+def load_weights(network: nn.Module, ckpt_path: str | os.PathLike, state: str = "ema",
+                 grow_task_tables: bool = False) -> LoadedWeights:
+    """Load any accepted weights file into ``network`` (strict); every problem is one line naming the file.
+
+    ``grow_task_tables``: task prior tables of the weights with fewer task rows than the network's are grown (the
+    network's registry has tasks the weights never saw: fine-tuning on a datalist that adds tasks).
+    """
+    path = Path(str(ckpt_path)).expanduser()
+    checkpoint = read_weights_file(path)
+    weights, kind = state_dict_of(checkpoint, network, str(path), state, grow_task_tables)
+    held, now = task_rows(held_weights(checkpoint, str(path), state)[0]), task_rows(weights)
+    if held and now and held < now:
+        kind += f", task prior tables grown from {held - 1} to {now - 1} tasks"
     try:
         network.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -131,5 +198,27 @@ def backbone_of_weights(ckpt_path: str | os.PathLike) -> str:
     path = Path(str(ckpt_path)).expanduser()
     if not path.is_file():
         return "r"
-    weights, _ = held_weights(load_weights_only(path), str(path))
+    weights, _ = held_weights(read_weights_file(path), str(path))
     return backbone_of(weights)
+
+
+def start_from(network: nn.Module, ckpt_path: str | os.PathLike | None) -> nn.Module:
+    """``network`` holding the weights at ``ckpt_path`` (any accepted file: the published checkpoint, a weights file,
+    a run checkpoint's EMA weights), ready to fine-tune; unchanged when ``ckpt_path`` is None or empty.
+
+    Tasks the network's registry has beyond the weights' (a datalist that adds datasets) get new rows of the task
+    prior tables, initialised as the network's own; every task id of the weights keeps its row.
+    """
+    if ckpt_path is None or str(ckpt_path) == "":
+        return network
+    loaded = load_weights(network, ckpt_path, grow_task_tables=True)
+    logger.info("fine-tuning starts from %s (%s, sha256 %s)", loaded.path, loaded.kind, loaded.sha256[:12])
+    return network
+
+
+def task_rows(weights: Mapping[str, torch.Tensor]) -> int | None:
+    """Rows of the first task prior table among ``weights`` (tasks + the null row), or None when they hold none."""
+    for name, tensor in weights.items():
+        if strip_wrappers(name).endswith("task_prior") and tensor.ndim == 2:
+            return int(tensor.shape[0])
+    return None

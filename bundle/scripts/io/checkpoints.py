@@ -31,8 +31,17 @@ def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any
 def _why(path: Path, err: Exception) -> str:
     """A short reason; torch's own text suggests loading unsafely, which the bundle never does."""
     if not zipfile.is_zipfile(path):
+        if _looks_like_web_page(path):
+            return ("the file is not a torch.save archive but a web page (a download that saved the server's page, "
+                    "e.g. a quota or sign-in notice, instead of the file)")
         return "the file is not a torch.save archive: wrong file, or truncated"
     if "Weights only load failed" in str(err):
         return "it holds Python objects other than tensors and plain containers, which are refused for safety"
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def _looks_like_web_page(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        start = handle.read(512).lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html")) or b"<html" in start

@@ -66,7 +66,8 @@ def download_pyradiomics(cache: Path) -> Path:
             run_download(command, PYRADIOMICS_WHAT, PYPI, cache)
         except SampleDataError as err:
             raise SampleDataError(f"{err} (pip runs the tarball's setup.py with the installed numpy and setuptools; "
-                                  "`pip install -r requirements.txt` provides both)") from err.__cause__
+                                  "`pip install numpy setuptools`, or the repository's requirements.txt, provides "
+                                  "both)") from err.__cause__
         downloaded = Path(tmp) / PYRADIOMICS_ARCHIVE
         if not downloaded.is_file():
             raise SampleDataError(f"could not download {PYRADIOMICS_WHAT} from {PYPI}: pip wrote no "
