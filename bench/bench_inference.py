@@ -42,7 +42,7 @@ def _build_inferer(roi: int, overlap: float, sw_batch_size: int):
 
     from monai.bundle import ConfigParser
 
-    os.chdir(BUNDLE_ROOT)  # the configs pull shared ids from configs/common.json relative to the bundle folder
+    os.chdir(BUNDLE_ROOT)  # bundle_root '.': run as a user does, from the bundle folder
     parser = ConfigParser()
     parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.json"))
     parser.update({"roi_size": [roi] * 3, "overlap": overlap, "sw_batch_size": sw_batch_size})

@@ -56,7 +56,7 @@ def build_trainer(device: torch.device, size: int, batch: int, base_channels: in
 
     from scripts.training.ema import HermesEMAHandler
 
-    os.chdir(BUNDLE)  # train.json pulls shared ids from configs/common.json, a path relative to the bundle folder
+    os.chdir(BUNDLE)  # bundle_root '.' and the sample suite's relative paths: run as a user does
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser.update({

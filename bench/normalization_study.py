@@ -52,7 +52,7 @@ def inference_parts(suite_registry: str):
     the shipped normaliser), all from configs/inference.json."""
     from monai.bundle import ConfigParser
 
-    os.chdir(BUNDLE_ROOT)  # configs pull shared ids from configs/common.json relative to the bundle folder
+    os.chdir(BUNDLE_ROOT)  # bundle_root '.': run as a user does, from the bundle folder
     parser = ConfigParser()
     parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.json"))
     parser.update({"image_keys": ["image", "label"], "interpolation": ["bilinear", "nearest"],

@@ -44,7 +44,7 @@ def _parser(files: list[str], **overrides):
 
 @pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
 def test_every_boolean_switch_of_every_workflow_means_what_it_says(workflow, monkeypatch):
-    monkeypatch.chdir(BUNDLE)  # macros name configs/common.json relative to the bundle folder
+    monkeypatch.chdir(BUNDLE)  # as a user runs it, from the bundle folder
     files = WORKFLOWS[workflow]
     switches = list(_parser(files).get("flags"))
     assert {"debug", "amp"} <= set(switches), switches

@@ -154,7 +154,7 @@ def run_in_process(capsys, **overrides) -> tuple[int, str]:
 
     settings = {"bundle_root": str(BUNDLE), **TINY, **overrides}
     here = os.getcwd()
-    os.chdir(BUNDLE)  # as a user runs it: macros name configs/common.json relative to the bundle folder
+    os.chdir(BUNDLE)  # as a user runs it, from the bundle folder
     try:
         workflow = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer",
                                   meta_file=str(BUNDLE / "configs" / "metadata.json"), **settings)

@@ -2,7 +2,7 @@
 
 The published model saw CT/MR z-scored over crops around labelled anatomy; inference sees whole scans with air around
 the body. ``statistics="body"`` (configs/inference.json) must bring the same voxels close to their training values,
-while ``statistics="image"`` (training, configs/common.json) stays the published formula. The training-like crops
+while ``statistics="image"`` (training, configs/train.json) stays the published formula. The training-like crops
 and the measurement helpers are those of bench/normalization_study.py.
 """
 
@@ -77,7 +77,7 @@ def _mean_abs_diff(image: np.ndarray, crop: np.ndarray, stats, is_ct: bool) -> f
 
 def test_configs_ship_body_statistics_for_inference_and_image_statistics_for_training(inference) -> None:
     assert inference["normalizer"].statistics == "body"
-    (training,) = _parsed("common.json", ["normalize_intensity"])
+    (training,) = _parsed("train.json", ["normalize_intensity"])
     assert training.statistics == "image"
     with pytest.raises(SetupError, match="HermesNormalizeIntensityd: statistics must be one of image, body, got 'crop"):
         HermesNormalizeIntensityd(statistics="crop")

@@ -211,7 +211,7 @@ def test_collate_flattens_multi_crop_lists(cases: list[dict]) -> None:
 
 def test_train_json_chain_sampler_collate_and_prepare_batch(cases: list[dict], registry: TaskRegistry,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The chain as configs/train.json builds it (shared load transforms from common.json, crops, augmentation,
+    """The chain as configs/train.json builds it (the shared load transforms, crops, augmentation,
     task channels), through its weighted sampler and pad_tasks_collate, into the prepare step's inputs and targets."""
     from monai.bundle import ConfigParser
 
@@ -222,7 +222,7 @@ def test_train_json_chain_sampler_collate_and_prepare_batch(cases: list[dict], r
     items = [{"image": "ct.nii.gz", "label": "label.nii.gz", "dataset": "lits"},
              {"image": "mr.nii.gz", "label": "label.nii.gz", "dataset": "chaos", "modality": "t2"}]
     datalist.write_text(json.dumps({"training": items, "validation": items[:1]}))
-    monkeypatch.chdir(Path(__file__).resolve().parents[1] / "bundle")  # common.json macros are relative to it
+    monkeypatch.chdir(Path(__file__).resolve().parents[1] / "bundle")  # as a user runs it
     parser = ConfigParser()
     parser.read_config("configs/train.json")
     parser.update({"datalist": str(datalist), "roi_size": [16, 16, 16], "block_margin": 6, "batch_size": 4,

@@ -7,7 +7,7 @@ least 128 voxels). Both facts are data of the task registry (``crop_margin``, ``
 ``keep_native_slice_spacing``), carried by every datalist item (``TaskRegistry.item_fields``); the two transforms
 below read them per item:
 
-- ``DatasetSpacingd`` replaces MONAI's ``Spacingd`` in the shared load chain (configs/common.json): MONAI's own
+- ``DatasetSpacingd`` replaces MONAI's ``Spacingd`` in the shared load chain (``load_transforms`` of train.json and inference.json): MONAI's own
   ``Spacingd``, with the first axis (S after ``Orientationd("SPL")``, the slice axis of axial scans) left at the file's
   own spacing for items whose dataset keeps it, when ``native_slices`` is on;
 - ``CropToLabelBoxd`` crops image and label to that box after resampling and before the intensity normalisation, so

@@ -10,7 +10,7 @@ BACKBONES = {"r": HermesResUNet, "m": HermesMedFormer}
 
 
 def backbone_class(backbone: str) -> type:
-    """The network class of a backbone id; configs/common.json's ``network_def`` builds it."""
+    """The network class of a backbone id; the configs' ``network_def`` builds it."""
     key = str(backbone).strip().lower()
     if key not in BACKBONES:
         choices = ", ".join(f"'{k}' = {BACKBONE_NAMES[k]}" for k in BACKBONES)
