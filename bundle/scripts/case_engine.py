@@ -26,18 +26,21 @@ from monai.engines import Workflow
 from .errors import HermesError, one_line
 
 
-class AlreadyComplete(Exception):
+class AlreadyComplete(Exception):  # noqa: N818 - a case outcome, not an error
     """Raised by a step for a case whose outputs are already complete (``--skip_existing``)."""
 
 
 class CaseStep(Protocol):
     continue_hint: str
 
-    def prepare(self) -> str: ...
+    def prepare(self) -> str:
+        """Checks before the first case; returns the line describing the run."""
 
-    def __call__(self, case: dict[str, Any]) -> str: ...
+    def __call__(self, case: dict[str, Any]) -> str:
+        """Processes one case; returns its one-line outcome."""
 
-    def complete(self, engine: Any) -> None: ...
+    def complete(self, engine: Any) -> None:
+        """Finishes the run (tables, summaries) after the last case."""
 
 
 @dataclass
@@ -62,8 +65,10 @@ class RunSummary:
     def record(self, outcome: CaseOutcome) -> None:
         self.outcomes.append(outcome)
         status = "FAILED" if outcome.status == "failed" else outcome.status
-        self.say(f"[{len(self.outcomes)}/{self.total}] {status} {outcome.source} ({outcome.seconds:.1f} s): "
-                 f"{outcome.detail}")
+        self.say(
+            f"[{len(self.outcomes)}/{self.total}] {status} {outcome.source} ({outcome.seconds:.1f} s): "
+            f"{outcome.detail}"
+        )
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -73,8 +78,10 @@ class RunSummary:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def report(self, elapsed: float, interrupted: bool = False) -> None:
-        line = (f"Summary: {self.count('done')} done, {self.count('skipped')} already complete, "
-                f"{len(self.failed)} failed")
+        line = (
+            f"Summary: {self.count('done')} done, {self.count('skipped')} already complete, "
+            f"{len(self.failed)} failed"
+        )
         if interrupted:
             line += f", {self.total - len(self.outcomes)} not run (interrupted)"
         self.say(f"{line}, {elapsed:.1f} s in total")
@@ -93,11 +100,18 @@ class CaseEngine(Workflow):
         handlers: ignite/MONAI handlers (``--tracking mlflow`` adds its handler here).
     """
 
-    def __init__(self, cases: Sequence[dict[str, Any]], step: CaseStep, device: torch.device | str = "cpu",
-                 problems: Sequence[tuple[str, str]] = (), handlers: Sequence[Any] | None = None) -> None:
+    def __init__(
+        self,
+        cases: Sequence[dict[str, Any]],
+        step: CaseStep,
+        device: torch.device | str = "cpu",
+        problems: Sequence[tuple[str, str]] = (),
+        handlers: Sequence[Any] | None = None,
+    ) -> None:
         self.cases = list(cases)
-        super().__init__(device=device, max_epochs=1, data_loader=self.cases, epoch_length=len(self.cases),
-                         decollate=False)
+        super().__init__(
+            device=device, max_epochs=1, data_loader=self.cases, epoch_length=len(self.cases), decollate=False
+        )
         self.step = step
         self.problems = list(problems)
         self.summary = RunSummary(total=len(self.cases) + len(self.problems))
@@ -119,8 +133,9 @@ class CaseEngine(Workflow):
                 detail = f"{source}: {detail}"
         outcome = CaseOutcome(source, status, time.perf_counter() - began, detail)
         self.summary.record(outcome)
-        self.state.metrics.update({"cases_done": float(self.summary.count("done")),
-                                   "cases_failed": float(len(self.summary.failed))})
+        self.state.metrics.update(
+            {"cases_done": float(self.summary.count("done")), "cases_failed": float(len(self.summary.failed))}
+        )
         return {"outcome": outcome}
 
     def _complete(self, engine: Any) -> None:
@@ -144,8 +159,9 @@ class CaseEngine(Workflow):
                 self._complete(self)
         except KeyboardInterrupt:
             self.summary.report(time.perf_counter() - started, interrupted=True)
-            self.summary.say(f"Interrupted (Ctrl-C). Finished cases are complete; to continue: "
-                             f"{self.step.continue_hint}")
+            self.summary.say(
+                f"Interrupted (Ctrl-C). Finished cases are complete; to continue: " f"{self.step.continue_hint}"
+            )
             raise SystemExit(130) from None
         self.summary.report(time.perf_counter() - started)
         return self.summary

@@ -50,8 +50,15 @@ def build_network(config_file: str | None, overrides: Mapping[str, int], backbon
     return backbone_class(backbone)(**overrides)
 
 
-def convert(source: str | Path, destination: str | Path, state: str = "ema", overwrite: bool = False,
-            config_file: str | None = None, backbone: str | None = None, **network_overrides: int) -> Path:
+def convert(
+    source: str | Path,
+    destination: str | Path,
+    state: str = "ema",
+    overwrite: bool = False,
+    config_file: str | None = None,
+    backbone: str | None = None,
+    **network_overrides: int,
+) -> Path:
     """Convert ``source`` into a state dict at ``destination``; returns the written path.
 
     ``backbone`` ("r" or "m"): the network to build; by default the one the source's tensor names belong to.
@@ -63,8 +70,10 @@ def convert(source: str | Path, destination: str | Path, state: str = "ema", ove
     backbone = backbone or backbone_of(held_weights(checkpoint, str(source), state)[0])
     misplaced = sorted(set(network_overrides) & set(MEDFORMER_OPTIONS)) if backbone != "m" else []
     if misplaced:
-        raise SetupError(f"--{misplaced[0]} is an option of {BACKBONE_NAMES['m']}, but {source} is converted for "
-                         f"{BACKBONE_NAMES[backbone]}")
+        raise SetupError(
+            f"--{misplaced[0]} is an option of {BACKBONE_NAMES['m']}, but {source} is converted for "
+            f"{BACKBONE_NAMES[backbone]}"
+        )
     network = build_network(config_file, network_overrides, backbone)
     weights, _ = state_dict_of(checkpoint, network, str(source), state)
     network.load_state_dict(weights, strict=True)  # a last guard: exactly what inference will do
@@ -72,21 +81,34 @@ def convert(source: str | Path, destination: str | Path, state: str = "ema", ove
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m scripts.convert_checkpoint",
-                                     description="Convert a Hermes checkpoint into the bundle's weights file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.convert_checkpoint",
+        description="Convert a Hermes checkpoint into the bundle's weights file.",
+    )
     parser.add_argument("source", help="published checkpoint (.pth) or a run checkpoint (best.pt, final.pt)")
     parser.add_argument("destination", help="output weights file, e.g. models/model.pt")
-    parser.add_argument("--state", choices=sorted(STATE_KEYS), default="ema", help="which weights to take (default: ema)")
+    parser.add_argument(
+        "--state", choices=sorted(STATE_KEYS), default="ema", help="which weights to take (default: ema)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the destination if it exists")
-    parser.add_argument("--config_file", help="bundle config whose network_def the weights must fit (default: release size)")
-    parser.add_argument("--backbone", choices=sorted(BACKBONE_NAMES),
-                        help="r = Hermes-R, m = Hermes-M (default: recognised from the tensor names)")
+    parser.add_argument(
+        "--config_file", help="bundle config whose network_def the weights must fit (default: release size)"
+    )
+    parser.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONE_NAMES),
+        help="r = Hermes-R, m = Hermes-M (default: recognised from the tensor names)",
+    )
     for name in NETWORK_OPTIONS:
         parser.add_argument(f"--{name}", type=int, help=f"override the network's {name}")
     for name, count in MEDFORMER_OPTIONS.items():
         values = f" ({count} values)" if count > 1 else ""
-        parser.add_argument(f"--{name}", type=int, nargs=None if count == 1 else count,
-                            help=f"Hermes-M only: override the network's {name}{values}")
+        parser.add_argument(
+            f"--{name}",
+            type=int,
+            nargs=None if count == 1 else count,
+            help=f"Hermes-M only: override the network's {name}{values}",
+        )
     return parser.parse_args(argv)
 
 
@@ -94,12 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     options = (*NETWORK_OPTIONS, *MEDFORMER_OPTIONS)
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
-    written = convert(args.source, args.destination, args.state, args.overwrite, args.config_file, args.backbone,
-                      **overrides)
+    written = convert(
+        args.source, args.destination, args.state, args.overwrite, args.config_file, args.backbone, **overrides
+    )
     weights = load_weights_only(written)
     count = sum(t.numel() for t in weights.values())
-    print(f"wrote {written}: {len(weights)} tensors, {count:,} parameters ({args.state} weights of {args.source}; "
-          f"{BACKBONE_NAMES[backbone_of(weights)]})")
+    print(
+        f"wrote {written}: {len(weights)} tensors, {count:,} parameters ({args.state} weights of {args.source}; "
+        f"{BACKBONE_NAMES[backbone_of(weights)]})"
+    )
     return 0
 
 

@@ -37,8 +37,18 @@ MANIFEST_SUFFIXES = (".yml", ".yaml", ".json")
 WEIGHTS_SUFFIXES = (".pt", ".pth")
 #: The bundle's release network width; other widths need ``--base_channels`` in every workflow.
 RELEASE_BASE_CHANNELS = 32
-_NETWORK_ERRORS = ("URLError", "HTTPError", "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout",
-                   "TimeoutError", "gaierror", "SSLError", "ProxyError")
+_NETWORK_ERRORS = (
+    "URLError",
+    "HTTPError",
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "Timeout",
+    "TimeoutError",
+    "gaierror",
+    "SSLError",
+    "ProxyError",
+)
 _STOPPED_ERRORS = ("DownloadError", "ContentTooShortError", "IncompleteRead", "ChunkedEncodingError")
 
 
@@ -48,8 +58,9 @@ def read_manifest(bundle: Path) -> list[dict[str, Any]]:
 
     manifests = sorted(p for p in bundle.glob("large_files*") if p.suffix in MANIFEST_SUFFIXES)
     if not manifests:
-        raise SetupError(f"no large_files.yml in {bundle}: run this from the bundle folder, or pass --bundle_path "
-                         "BUNDLE")
+        raise SetupError(
+            f"no large_files.yml in {bundle}: run this from the bundle folder, or pass --bundle_path " "BUNDLE"
+        )
     parser = ConfigParser()
     parser.read_config([str(p) for p in manifests])
     entries = parser.get().get("large_files") or []
@@ -57,9 +68,11 @@ def read_manifest(bundle: Path) -> list[dict[str, Any]]:
 
 
 def _by_hand(entry: dict[str, Any]) -> str:
-    return (f"or open {entry['url']} in a browser, download the file and save it as {entry['target']} "
-            "(docs/README.md, Getting the weights; the published format loads as it is, "
-            "python -m scripts.convert_checkpoint SRC DST converts it if you prefer)")
+    return (
+        f"or open {entry['url']} in a browser, download the file and save it as {entry['target']} "
+        "(docs/README.md, Getting the weights; the published format loads as it is, "
+        "python -m scripts.convert_checkpoint SRC DST converts it if you prefer)"
+    )
 
 
 def _names(err: BaseException) -> set[str]:
@@ -80,24 +93,34 @@ def explain(err: BaseException, entry: dict[str, Any] | None) -> str:
     url, target, names = entry["url"], entry["target"], _names(err)
     text = " ".join(str(item) for item in error_chain(err))
     if "gdown" in text and isinstance(err, RuntimeError) and "install" in text:
-        return (f"{url} is on Google Drive, which needs the optional package gdown: pip install gdown (pinned in the "
-                f"repository's requirements-weights.txt) and run this again, {_by_hand(entry)}")
+        return (
+            f"{url} is on Google Drive, which needs the optional package gdown: pip install gdown (pinned in the "
+            f"repository's requirements-weights.txt) and run this again, {_by_hand(entry)}"
+        )
     if "FileURLRetrievalError" in names:
         reason = _gdown_reason(err)
         if "too many users" in reason.lower() or "quota" in reason.lower():
-            return (f"Google Drive refused {url}: the file's download quota is used up for now ({reason[:160]}); "
-                    f"wait a few hours and run this again, {_by_hand(entry)}; the authors' README also names a "
-                    "Baidu mirror")
-        return (f"Google Drive gave no download link for {url} ({reason[:200]}); run this again later, "
-                f"{_by_hand(entry)}")
+            return (
+                f"Google Drive refused {url}: the file's download quota is used up for now ({reason[:160]}); "
+                f"wait a few hours and run this again, {_by_hand(entry)}; the authors' README also names a "
+                "Baidu mirror"
+            )
+        return (
+            f"Google Drive gave no download link for {url} ({reason[:200]}); run this again later, "
+            f"{_by_hand(entry)}"
+        )
     if "HashCheckError" in names:
         return f"{first_line(err)}; delete {target} if it is there and run this again, {_by_hand(entry)}"
     if names & set(_STOPPED_ERRORS):
-        return (f"the download of {url} stopped part way ({first_line(err)[:200]}); nothing was written to {target}: "
-                f"run this again, {_by_hand(entry)}")
+        return (
+            f"the download of {url} stopped part way ({first_line(err)[:200]}); nothing was written to {target}: "
+            f"run this again, {_by_hand(entry)}"
+        )
     if names & set(_NETWORK_ERRORS) or "network issue" in text:
-        return (f"could not download {url} ({type(err).__name__}: {first_line(err)[:200]}): check the network "
-                f"connection or proxy and run this again, {_by_hand(entry)}")
+        return (
+            f"could not download {url} ({type(err).__name__}: {first_line(err)[:200]}): check the network "
+            f"connection or proxy and run this again, {_by_hand(entry)}"
+        )
     return f"downloading {url} to {target} failed ({type(err).__name__}: {first_line(err)[:200]}), {_by_hand(entry)}"
 
 
@@ -107,8 +130,12 @@ def _size_of(weights: dict[str, torch.Tensor]) -> dict[str, int]:
     stem = named.get("inc.conv1.weight", named.get("stem.conv.weight"))
     task = next(t for name, t in named.items() if name.endswith("task_prior"))
     modality = next(t for name, t in named.items() if name.endswith("modality_prior"))
-    return {"base_channels": int(stem.shape[0]), "num_tasks": int(task.shape[0]) - 1,
-            "num_modalities": int(modality.shape[0]), "modality_tokens": int(modality.shape[1])}
+    return {
+        "base_channels": int(stem.shape[0]),
+        "num_tasks": int(task.shape[0]) - 1,
+        "num_modalities": int(modality.shape[0]),
+        "modality_tokens": int(modality.shape[1]),
+    }
 
 
 def check_weights_file(path: Path) -> str:
@@ -125,15 +152,21 @@ def check_weights_file(path: Path) -> str:
     try:
         size = _size_of(dict(weights))
     except (StopIteration, AttributeError) as err:
-        raise SetupError(f"{path}: holds tensors but not a Hermes-R network's (no stem or prior tables); "
-                         "is it the right file?") from err
+        raise SetupError(
+            f"{path}: holds tensors but not a Hermes-R network's (no stem or prior tables); " "is it the right file?"
+        ) from err
     network = HermesResUNet(in_channels=1, **size)
     state, kind = state_dict_of(checkpoint, network, str(path))
     network.load_state_dict(state, strict=True)
-    note = "" if size["base_channels"] == RELEASE_BASE_CHANNELS else \
-        f"; not the release width: run the workflows with --base_channels {size['base_channels']}"
-    return (f"{summary}, {kind}; loads into Hermes-R (base {size['base_channels']}, {size['num_tasks']} task rows, "
-            f"{size['num_modalities']} modalities){note}")
+    note = (
+        ""
+        if size["base_channels"] == RELEASE_BASE_CHANNELS
+        else f"; not the release width: run the workflows with --base_channels {size['base_channels']}"
+    )
+    return (
+        f"{summary}, {kind}; loads into Hermes-R (base {size['base_channels']}, {size['num_tasks']} task rows, "
+        f"{size['num_modalities']} modalities){note}"
+    )
 
 
 def download_weights(bundle_path: str | Path = ".") -> list[str]:
@@ -152,18 +185,22 @@ def download_weights(bundle_path: str | Path = ".") -> list[str]:
     for entry in entries:
         target = entry["target"]
         if not target.is_file():  # MONAI's download_url ignores permission errors while moving the file into place
-            raise SetupError(f"download_large_files finished but {target} is not there (MONAI ignores permission "
-                             f"errors while moving the file into place: is {target.parent} writable?), "
-                             f"{_by_hand(entry)}")
+            raise SetupError(
+                f"download_large_files finished but {target} is not there (MONAI ignores permission "
+                f"errors while moving the file into place: is {target.parent} writable?), "
+                f"{_by_hand(entry)}"
+            )
         if target.suffix in WEIGHTS_SUFFIXES:
             described.append(check_weights_file(target))
     return described
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.download_weights",
-                                     description="Download the files large_files.yml names (the published Hermes-R "
-                                                 "checkpoint to models/model.pt) and check that they load.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.download_weights",
+        description="Download the files large_files.yml names (the published Hermes-R "
+        "checkpoint to models/model.pt) and check that they load.",
+    )
     parser.add_argument("--bundle_path", default=".", help="the bundle folder (default: the current folder)")
     parser.add_argument("--debug", default="false", help="true: show the traceback of a failure")
     args = parser.parse_args(argv)

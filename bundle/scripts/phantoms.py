@@ -58,8 +58,9 @@ def _box(grid, centre, half_sizes) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- PET phantom
-def make_pet_phantom(rng: np.random.Generator, size: int = 96, spacing: float = 2.0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_pet_phantom(
+    rng: np.random.Generator, size: int = 96, spacing: float = 2.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(suv float32, lesion label uint8, RAS affine)`` of a synthetic whole-body-like PET volume.
 
     Axis 0 runs right-left (+x = right in RAS world), axis 2 feet-head. Values are SUV-like: ~0.05 air,
@@ -82,12 +83,16 @@ def make_pet_phantom(rng: np.random.Generator, size: int = 96, spacing: float = 
     lungs = _ellipsoid(grid, (0.42 * torso_a, 0.0, 0.15 * half[2]), (0.3 * torso_a, 0.55 * torso_b, 0.2 * half[2]))
     lungs |= _ellipsoid(grid, (-0.42 * torso_a, 0.0, 0.15 * half[2]), (0.3 * torso_a, 0.55 * torso_b, 0.2 * half[2]))
     activity[lungs & torso] = 0.3
-    liver = _ellipsoid(grid, (0.4 * torso_a, 0.1 * torso_b, -0.15 * half[2]),
-                       (0.35 * torso_a, 0.5 * torso_b, 0.14 * half[2]))
+    liver = _ellipsoid(
+        grid, (0.4 * torso_a, 0.1 * torso_b, -0.15 * half[2]), (0.35 * torso_a, 0.5 * torso_b, 0.14 * half[2])
+    )
     activity[liver & torso] = rng.uniform(1.8, 2.4)
     for side in (-1.0, 1.0):
-        kidney = _ellipsoid(grid, (side * 0.45 * torso_a, -0.45 * torso_b, -0.35 * half[2]),
-                            (0.12 * torso_a, 0.2 * torso_b, 0.09 * half[2]))
+        kidney = _ellipsoid(
+            grid,
+            (side * 0.45 * torso_a, -0.45 * torso_b, -0.35 * half[2]),
+            (0.12 * torso_a, 0.2 * torso_b, 0.09 * half[2]),
+        )
         activity[kidney & torso] = rng.uniform(2.5, 3.5)
     brain = _ellipsoid(grid, head_centre, (0.3 * half[0], 0.36 * half[1], 0.22 * half[2]))
     activity[brain] = rng.uniform(6.0, 8.0)
@@ -116,8 +121,9 @@ def make_pet_phantom(rng: np.random.Generator, size: int = 96, spacing: float = 
 
 
 # ------------------------------------------------------------------------------------------------ CT phantoms
-def make_ct_phantom(rng: np.random.Generator, size: int | tuple[int, int, int] = 32, spacing: float = 1.5,
-                    with_marker: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_ct_phantom(
+    rng: np.random.Generator, size: int | tuple[int, int, int] = 32, spacing: float = 1.5, with_marker: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(HU float32, structures uint8, RAS affine)`` of a small CT-like phantom.
 
     ``structures`` holds every drawn structure with the values of ``PHANTOM_STRUCTURES`` (1 ellipsoid "organ",

@@ -83,8 +83,14 @@ class WindowPredictor(nn.Module):
         self.amp = bool(amp)
         self.keep_null_channels = bool(keep_null_channels)
 
-    def _run(self, windows: torch.Tensor, shared: list[torch.Tensor] | None, tasks: torch.Tensor,
-             modality: torch.Tensor, repeats: int) -> torch.Tensor:
+    def _run(
+        self,
+        windows: torch.Tensor,
+        shared: list[torch.Tensor] | None,
+        tasks: torch.Tensor,
+        modality: torch.Tensor,
+        repeats: int,
+    ) -> torch.Tensor:
         """Sigmoid probabilities of one pass (``repeats`` contexts stacked along the batch)."""
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=windows.is_cuda and self.amp):
             if shared is None:
@@ -112,8 +118,13 @@ class WindowPredictor(nn.Module):
         for members in groups.values():
             width = lengths[members[0]]
             tokens = rows[members, :width]
-            probs = self._run(windows, shared, tokens.repeat_interleave(count, dim=0),
-                              modality.expand(len(members) * count), len(members))
+            probs = self._run(
+                windows,
+                shared,
+                tokens.repeat_interleave(count, dim=0),
+                modality.expand(len(members) * count),
+                len(members),
+            )
             probs = probs.reshape(len(members), count, width, *probs.shape[2:])
             for position, k in enumerate(members):
                 keep = tokens[position] >= 0 if not self.keep_null_channels else tokens[position] != ABSENT
@@ -148,8 +159,12 @@ def sliding_window_probabilities(
     big = sum(len(c.task_ids) for c in contexts) * pixels[0].numel() > low_precision_voxels
     dtype = torch.float16 if big and device.type == "cuda" else torch.float32
     with torch.no_grad():
-        out = inferer(pixels[None].to(device, dtype), predictor, tokens.to(device),
-                      torch.as_tensor(modality_index, dtype=torch.long).reshape(1).to(device))
+        out = inferer(
+            pixels[None].to(device, dtype),
+            predictor,
+            tokens.to(device),
+            torch.as_tensor(modality_index, dtype=torch.long).reshape(1).to(device),
+        )
     return _plain(out)[0].cpu()
 
 
@@ -163,6 +178,6 @@ def invert_in_chunks(
     """
     step = max(1, int(chunk))
     for start in range(0, probs.shape[0], step):
-        part = MetaTensor(probs[start: start + step].float().cpu())
+        part = MetaTensor(probs[start : start + step].float().cpu())
         out = postprocessing({"image": image, "pred": part})["pred"]
         yield start, np.asarray(out.detach().cpu() if isinstance(out, torch.Tensor) else out, dtype=np.float32)

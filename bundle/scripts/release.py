@@ -40,8 +40,14 @@ SHIPPED_FILES = ("LICENSE", "large_files.yml")
 #: ``models/`` ships only these (weights and the task list written beside exported weights).
 MODEL_SUFFIXES = (".pt", ".pth", ".ts", ".onnx", ".tasks.json")
 #: A bundle is not complete without these.
-REQUIRED = ("configs/metadata.json", "configs/inference.json", "docs/README.md", "docs/data_license.txt", "LICENSE",
-            "large_files.yml")
+REQUIRED = (
+    "configs/metadata.json",
+    "configs/inference.json",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "LICENSE",
+    "large_files.yml",
+)
 #: The Model Zoo refuses bundles holding a file over 25 MB; only weights (downloaded, or shipped in models/) may be.
 MAX_FILE_BYTES = 25_000_000
 _SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", "mlruns"}
@@ -95,13 +101,16 @@ def bundle_files(bundle: Path, include_published: bool = False) -> tuple[list[Pa
             if not path.name.endswith(MODEL_SUFFIXES):
                 left_out.append(f"{relative} (not weights)")
             elif not include_published and path.suffix in (".pt", ".pth") and is_published_weights(path):
-                left_out.append(f"{relative} (the published checkpoint: it has no licence to re-host; "
-                                "large_files.yml points at the authors' file)")
+                left_out.append(
+                    f"{relative} (the published checkpoint: it has no licence to re-host; "
+                    "large_files.yml points at the authors' file)"
+                )
             else:
                 files.append(relative)
     shipped_roots = {*SHIPPED_FOLDERS, *SHIPPED_FILES, "models"}
-    left_out += [f"{p.name}{'/' if p.is_dir() else ''}" for p in sorted(bundle.iterdir())
-                 if p.name not in shipped_roots]
+    left_out += [
+        f"{p.name}{'/' if p.is_dir() else ''}" for p in sorted(bundle.iterdir()) if p.name not in shipped_roots
+    ]
     return sorted(files), left_out
 
 
@@ -110,11 +119,16 @@ def check_bundle(bundle: Path, files: list[Path]) -> str:
     missing = [name for name in REQUIRED if not (bundle / name).is_file()]
     if missing:
         raise SetupError(f"{bundle} is not a complete bundle: missing {', '.join(missing)}")
-    too_large = [f"{p} ({(bundle / p).stat().st_size / 1e6:.1f} MB)" for p in files
-                 if p.parts[0] != "models" and (bundle / p).stat().st_size > MAX_FILE_BYTES]
+    too_large = [
+        f"{p} ({(bundle / p).stat().st_size / 1e6:.1f} MB)"
+        for p in files
+        if p.parts[0] != "models" and (bundle / p).stat().st_size > MAX_FILE_BYTES
+    ]
     if too_large:
-        raise SetupError(f"files over {MAX_FILE_BYTES / 1e6:.0f} MB outside models/ cannot be released (Model Zoo "
-                         f"limit; large files come through large_files.yml): {', '.join(too_large)}")
+        raise SetupError(
+            f"files over {MAX_FILE_BYTES / 1e6:.0f} MB outside models/ cannot be released (Model Zoo "
+            f"limit; large files come through large_files.yml): {', '.join(too_large)}"
+        )
     try:
         version = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))["version"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
@@ -135,8 +149,12 @@ def _write_zip(target: Path, bundle: Path, files: list[Path]) -> None:
                     writer.write(block)
 
 
-def build_release(bundle: str | Path = ".", output_dir: str | Path | None = None, overwrite: bool = False,
-                  include_published: bool = False) -> dict:
+def build_release(
+    bundle: str | Path = ".",
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    include_published: bool = False,
+) -> dict:
     """Write the release archive; returns {"path", "files", "left_out", "bytes"}."""
     bundle = Path(bundle).resolve()
     output = Path(output_dir).expanduser().resolve() if output_dir else bundle.parent / "dist"
@@ -144,30 +162,43 @@ def build_release(bundle: str | Path = ".", output_dir: str | Path | None = None
     version = check_bundle(bundle, files)
     target = output / f"{BUNDLE_NAME}_v{version}.zip"
     if target.exists() and not overwrite:
-        raise SetupError(f"{target} already exists; pass --overwrite true to replace it (or bump the version in "
-                         "configs/metadata.json)")
+        raise SetupError(
+            f"{target} already exists; pass --overwrite true to replace it (or bump the version in "
+            "configs/metadata.json)"
+        )
     atomic_write(target, lambda tmp: _write_zip(tmp, bundle, files), overwrite=overwrite, durable=True)
     return {"path": target, "files": files, "left_out": left_out, "bytes": target.stat().st_size}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.release",
-                                     description="Build hermes_universal_segmentation_v<version>.zip, the bundle as "
-                                                 "the Model Zoo ships it (run from the bundle folder).")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.release",
+        description="Build hermes_universal_segmentation_v<version>.zip, the bundle as "
+        "the Model Zoo ships it (run from the bundle folder).",
+    )
     parser.add_argument("--bundle_path", default=".", help="the bundle folder (default: the current folder)")
     parser.add_argument("--output_dir", default=None, help="where the zip goes (default: ../dist beside the bundle)")
     parser.add_argument("--overwrite", default="false", help="true: replace an existing archive of this version")
-    parser.add_argument("--include_published", default="false",
-                        help="true: also ship a published-format checkpoint found in models/ (by default it is left "
-                             "out: the authors' file is not re-hosted)")
+    parser.add_argument(
+        "--include_published",
+        default="false",
+        help="true: also ship a published-format checkpoint found in models/ (by default it is left "
+        "out: the authors' file is not re-hosted)",
+    )
     parser.add_argument("--debug", default="false", help="true: show the traceback of a failure")
     args = parser.parse_args(argv)
     set_debug(args.debug)
-    built = build_release(args.bundle_path, args.output_dir, flag(args.overwrite, "overwrite"),
-                          flag(args.include_published, "include_published"))
+    built = build_release(
+        args.bundle_path,
+        args.output_dir,
+        flag(args.overwrite, "overwrite"),
+        flag(args.include_published, "include_published"),
+    )
     weights = [str(p) for p in built["files"] if p.parts[0] == "models"]
-    print(f"wrote {built['path']}: {len(built['files'])} files, {built['bytes'] / 1e6:.1f} MB, top folder "
-          f"{BUNDLE_NAME}/; weights: {', '.join(weights) or 'none (large_files.yml fetches them)'}")
+    print(
+        f"wrote {built['path']}: {len(built['files'])} files, {built['bytes'] / 1e6:.1f} MB, top folder "
+        f"{BUNDLE_NAME}/; weights: {', '.join(weights) or 'none (large_files.yml fetches them)'}"
+    )
     if built["left_out"]:
         print(f"left out: {', '.join(built['left_out'])}")
     return 0

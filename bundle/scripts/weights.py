@@ -27,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint_names import (BACKBONE_NAMES, backbone_of, is_published_layout, published_to_bundle_name,
-                               strip_wrappers)
+from .checkpoint_names import BACKBONE_NAMES, backbone_of, is_published_layout, published_to_bundle_name, strip_wrappers
 from .errors import SetupError
 from .io.checkpoints import CheckpointError, load_weights_only
 from .io.files import sha256_of
@@ -36,16 +35,19 @@ from .io.files import sha256_of
 #: Keys of a training checkpoint, in the order they are preferred (the EMA weights are the ones Hermes evaluates).
 STATE_KEYS = {"ema": "ema_model_state_dict", "model": "model_state_dict"}
 #: The network options that decide tensor shapes, as a misfit message names them.
-_SIZE_OPTIONS = {"r": "base_channels / num_tasks / num_modalities",
-                 "m": "base_channels / num_tasks / num_modalities / attention_blocks / map_size / fusion_depth / "
-                      "expansion"}
+_SIZE_OPTIONS = {
+    "r": "base_channels / num_tasks / num_modalities",
+    "m": "base_channels / num_tasks / num_modalities / attention_blocks / map_size / fusion_depth / " "expansion",
+}
 #: What fetches the published weights to models/model.pt (large_files.yml), from the bundle folder.
 DOWNLOAD_COMMAND = "python -m monai.bundle download_large_files --bundle_path ."
 #: The same with one-line failures and a check that the landed file loads.
 DOWNLOAD_WRAPPER = "python -m scripts.download_weights"
 #: The by-hand route when the download is refused.
-MANUAL_DOWNLOAD = ("or download the published checkpoint in a browser and save it as models/model.pt "
-                   "(docs/README.md, Getting the weights)")
+MANUAL_DOWNLOAD = (
+    "or download the published checkpoint in a browser and save it as models/model.pt "
+    "(docs/README.md, Getting the weights)"
+)
 HOW_TO_GET_WEIGHTS = (
     f"download the published weights ({DOWNLOAD_COMMAND}, or {DOWNLOAD_WRAPPER}, from the bundle folder), train the "
     "model (python -m monai.bundle run training --config_file configs/train.json --export_to_bundle true), or pass "
@@ -79,8 +81,13 @@ def grown_task_table(name: str, tensor: torch.Tensor, target: torch.Tensor) -> t
     """A task prior table (``*.task_prior``, (T + 1) × C, last row = null) with fewer task rows than the network's
     ``target`` table, grown to its size: task ids keep their rows, the null row stays last, and the rows of tasks the
     weights never saw keep the network's own initialisation. Any other tensor is returned as it is."""
-    if (not name.endswith("task_prior") or tensor.ndim != 2 or target.ndim != 2 or tensor.shape[1] != target.shape[1]
-            or not 0 < tensor.shape[0] < target.shape[0]):
+    if (
+        not name.endswith("task_prior")
+        or tensor.ndim != 2
+        or target.ndim != 2
+        or tensor.shape[1] != target.shape[1]
+        or not 0 < tensor.shape[0] < target.shape[0]
+    ):
         return tensor
     grown = target.detach().clone().to(tensor.dtype)
     grown[: tensor.shape[0] - 1] = tensor[:-1]
@@ -93,8 +100,9 @@ def _grown_tables(weights: Mapping[str, torch.Tensor], network: nn.Module) -> di
     return {name: grown_task_table(name, t, expected[name]) if name in expected else t for name, t in weights.items()}
 
 
-def convert_published(published: Mapping[str, torch.Tensor], network: nn.Module, source: str,
-                      grow_task_tables: bool = False) -> dict[str, torch.Tensor]:
+def convert_published(
+    published: Mapping[str, torch.Tensor], network: nn.Module, source: str, grow_task_tables: bool = False
+) -> dict[str, torch.Tensor]:
     """Rename published tensors to ``network``'s names, checking that every one exists and fits (task prior tables
     with fewer task rows are grown first when ``grow_task_tables``: fine-tuning with extra tasks)."""
     expected = network.state_dict()
@@ -132,13 +140,18 @@ def held_weights(checkpoint: Any, source: str, state: str = "ema") -> tuple[Mapp
         key = STATE_KEYS[state] if checkpoint.get(STATE_KEYS[state]) is not None else STATE_KEYS["model"]
         weights, kind = checkpoint.get(key), f"checkpoint ({key})"
     if not _is_state_dict(weights):
-        found = ", ".join(sorted(map(str, checkpoint))[:8]) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        found = (
+            ", ".join(sorted(map(str, checkpoint))[:8])
+            if isinstance(checkpoint, Mapping)
+            else type(checkpoint).__name__
+        )
         raise CheckpointError(f"{source}: neither a weights file nor a Hermes checkpoint (it holds: {found})")
     return weights, kind
 
 
-def state_dict_of(checkpoint: Any, network: nn.Module, source: str, state: str = "ema",
-                  grow_task_tables: bool = False) -> tuple[dict, str]:
+def state_dict_of(
+    checkpoint: Any, network: nn.Module, source: str, state: str = "ema", grow_task_tables: bool = False
+) -> tuple[dict, str]:
     """The network's state dict held by a loaded checkpoint, and what kind of file it was (``grow_task_tables``: see
     :func:`grown_task_table`)."""
     weights, kind = held_weights(checkpoint, source, state)
@@ -148,7 +161,8 @@ def state_dict_of(checkpoint: Any, network: nn.Module, source: str, state: str =
         raise CheckpointError(
             f"{source}: holds {BACKBONE_NAMES[held]} weights but the configured network is {BACKBONE_NAMES[configured]}"
             f"; configure backbone '{held}' (the overlay configs/hermes_m.json selects Hermes-M; the converter takes "
-            f"--backbone {held})")
+            f"--backbone {held})"
+        )
     names = {strip_wrappers(name) for name in weights}
     if names & set(own) and not is_published_layout(names):
         plain = {strip_wrappers(name): tensor for name, tensor in weights.items()}
@@ -170,8 +184,9 @@ def read_weights_file(ckpt_path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{err}; {path.stat().st_size:,} bytes: {BROKEN_FILE_ADVICE}") from err
 
 
-def load_weights(network: nn.Module, ckpt_path: str | os.PathLike, state: str = "ema",
-                 grow_task_tables: bool = False) -> LoadedWeights:
+def load_weights(
+    network: nn.Module, ckpt_path: str | os.PathLike, state: str = "ema", grow_task_tables: bool = False
+) -> LoadedWeights:
     """Load any accepted weights file into ``network`` (strict); every problem is one line naming the file.
 
     ``grow_task_tables``: task prior tables of the weights with fewer task rows than the network's are grown (the
@@ -187,8 +202,10 @@ def load_weights(network: nn.Module, ckpt_path: str | os.PathLike, state: str = 
         network.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         detail = " ".join(line.strip() for line in str(err).strip().splitlines()[:3])
-        raise CheckpointError(f"{path}: weights do not fit the configured network ({detail[:400]}); check "
-                              "network_def (base_channels, num_tasks) against the weights") from err
+        raise CheckpointError(
+            f"{path}: weights do not fit the configured network ({detail[:400]}); check "
+            "network_def (base_channels, num_tasks) against the weights"
+        ) from err
     return LoadedWeights(str(path.resolve()), sha256_of(path), kind)
 
 

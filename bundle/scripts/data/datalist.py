@@ -122,23 +122,35 @@ def read_datalist(
     for section in sections:
         raw_items = content.get(section)
         if not isinstance(raw_items, list):
-            reason = (f"missing (sections: {sorted(k for k, v in content.items() if isinstance(v, list))})"
-                      if section not in content else "must be a list of items")
+            reason = (
+                f"missing (sections: {sorted(k for k, v in content.items() if isinstance(v, list))})"
+                if section not in content
+                else "must be a list of items"
+            )
             result.problems.append(ItemProblem(section, -1, "", reason))
             continue
         if not raw_items:
             result.problems.append(ItemProblem(section, -1, "", "is empty; add items or name another section"))
             continue
-        result.sections[section] = _read_section(section, raw_items, base_dir, registry, result, cache,
-                                                 require_label, require_dataset, check_files)
+        result.sections[section] = _read_section(
+            section, raw_items, base_dir, registry, result, cache, require_label, require_dataset, check_files
+        )
     if cache is not None:
         cache.save()
     return result
 
 
-def _read_section(section: str, raw_items: list[Any], base_dir: Path, registry: TaskRegistry, result: Datalist,
-                  cache: LabelValueCache | None, require_label: bool, require_dataset: bool, check_files: bool
-                  ) -> list[dict[str, Any]]:
+def _read_section(
+    section: str,
+    raw_items: list[Any],
+    base_dir: Path,
+    registry: TaskRegistry,
+    result: Datalist,
+    cache: LabelValueCache | None,
+    require_label: bool,
+    require_dataset: bool,
+    check_files: bool,
+) -> list[dict[str, Any]]:
     usable: list[dict[str, Any]] = []
     first_index: dict[tuple[str, str], int] = {}
     for index, raw in enumerate(raw_items):
@@ -152,8 +164,9 @@ def _read_section(section: str, raw_items: list[Any], base_dir: Path, registry: 
             continue
         key = (item["image"], item.get("label", ""))
         if key in first_index:
-            result.repeats.append(ItemProblem(section, index, image, f"repeats item {first_index[key]}; used once",
-                                              dataset))
+            result.repeats.append(
+                ItemProblem(section, index, image, f"repeats item {first_index[key]}; used once", dataset)
+            )
             continue
         first_index[key] = index
         usable.append(item)
@@ -167,8 +180,9 @@ def _resolve(value: Any, base_dir: Path) -> str:
     return str(file_path if file_path.is_absolute() else (base_dir / file_path))
 
 
-def _prepare_item(raw: Any, base_dir: Path, registry: TaskRegistry, require_label: bool, require_dataset: bool,
-                  check_files: bool) -> tuple[dict[str, Any], list[str]]:
+def _prepare_item(
+    raw: Any, base_dir: Path, registry: TaskRegistry, require_label: bool, require_dataset: bool, check_files: bool
+) -> tuple[dict[str, Any], list[str]]:
     """Resolve paths and add the registry fields; return the item and what is wrong with it."""
     if not isinstance(raw, Mapping):
         return {}, ["an item must be an object with 'image', 'label' and 'dataset'"]

@@ -92,8 +92,10 @@ def label_problems(item: dict[str, Any], registry: TaskRegistry, cache: LabelVal
     problems = []
     non_integer = [v for v in values if not float(v).is_integer()]
     if non_integer:
-        problems.append(f"label file {label_path} has non-integer values {non_integer[:5]} (a label map must hold "
-                        "class numbers; was it resampled with linear interpolation?)")
+        problems.append(
+            f"label file {label_path} has non-integer values {non_integer[:5]} (a label map must hold "
+            "class numbers; was it resampled with linear interpolation?)"
+        )
     dataset = item["dataset"]
     allowed = {0, *registry.label_values(dataset), *registry.background_labels(dataset)}
     unknown = sorted({int(v) for v in values if float(v).is_integer() and int(v) not in allowed})

@@ -7,9 +7,9 @@ least 128 voxels). Both facts are data of the task registry (``crop_margin``, ``
 ``keep_native_slice_spacing``), carried by every datalist item (``TaskRegistry.item_fields``); the two transforms
 below read them per item:
 
-- ``DatasetSpacingd`` replaces MONAI's ``Spacingd`` in the shared load chain (``load_transforms`` of train.json and inference.json): MONAI's own
-  ``Spacingd``, with the first axis (S after ``Orientationd("SPL")``, the slice axis of axial scans) left at the file's
-  own spacing for items whose dataset keeps it, when ``native_slices`` is on;
+- ``DatasetSpacingd`` replaces MONAI's ``Spacingd`` in the shared load chain (``load_transforms`` of train.json and
+  inference.json): MONAI's own ``Spacingd``, with the first axis (S after ``Orientationd("SPL")``, the slice axis of
+  axial scans) left at the file's own spacing for items whose dataset keeps it, when ``native_slices`` is on;
 - ``CropToLabelBoxd`` crops image and label to that box after resampling and before the intensity normalisation, so
   the z-score statistics come from the crop, as published. Our crop runs on the training grid, not on the published
   1.5 mm one: margins are converted to voxels of the image's own spacing (rounded up, so the context in mm is never
@@ -26,7 +26,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
-from monai.transforms import InvertibleTransform, MapTransform, SpatialCrop, Spacingd
+from monai.transforms import InvertibleTransform, MapTransform, Spacingd, SpatialCrop
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import TraceKeys, ensure_tuple
 
@@ -36,8 +36,12 @@ PUBLISHED_SPACING_MM = 1.5
 NATIVE_SLICES_KEY = "keep_native_slice_spacing"
 
 
-def keeps_native_slices(data: Mapping[Hashable, Any], enabled: bool, key: str = NATIVE_SLICES_KEY,
-                        rule: Callable[[Mapping[Hashable, Any]], bool] | None = None) -> bool:
+def keeps_native_slices(
+    data: Mapping[Hashable, Any],
+    enabled: bool,
+    key: str = NATIVE_SLICES_KEY,
+    rule: Callable[[Mapping[Hashable, Any]], bool] | None = None,
+) -> bool:
     """Whether this item is resampled in-plane only: the switch is on and the item's dataset asks for it (or, for an
     inference case that names no dataset, ``rule`` says so from what is known of its modality before resampling)."""
     if not enabled:
@@ -56,10 +60,17 @@ class DatasetSpacingd(MapTransform, InvertibleTransform):
     Further keyword arguments go to both ``Spacingd``.
     """
 
-    def __init__(self, keys: KeysCollection, pixdim: Sequence[float] | float, mode: Any = "bilinear",
-                 native_slices: bool = False, native_key: str = NATIVE_SLICES_KEY,
-                 native_rule: Callable[[Mapping[Hashable, Any]], bool] | None = None, allow_missing_keys: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        pixdim: Sequence[float] | float,
+        mode: Any = "bilinear",
+        native_slices: bool = False,
+        native_key: str = NATIVE_SLICES_KEY,
+        native_rule: Callable[[Mapping[Hashable, Any]], bool] | None = None,
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.native_rule = native_rule
         values = [float(v) for v in ensure_tuple(pixdim)]
@@ -68,8 +79,7 @@ class DatasetSpacingd(MapTransform, InvertibleTransform):
         self.native_key = native_key
         self.resample = Spacingd(keys, values, mode=mode, allow_missing_keys=allow_missing_keys, **kwargs)
         # a non-positive pixdim entry tells MONAI's Spacing to keep that axis' own spacing
-        self.in_plane = Spacingd(keys, [0.0, *values[1:3]], mode=mode, allow_missing_keys=allow_missing_keys,
-                                 **kwargs)
+        self.in_plane = Spacingd(keys, [0.0, *values[1:3]], mode=mode, allow_missing_keys=allow_missing_keys, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         native = keeps_native_slices(data, self.native_slices, self.native_key, self.native_rule)
@@ -105,10 +115,18 @@ class CropToLabelBoxd(MapTransform):
             along the first axis count native slices (no conversion).
     """
 
-    def __init__(self, keys: KeysCollection, label_key: str = "label", margin_key: str = "crop_margin",
-                 min_size_key: str = "crop_min_size", values_key: str = "task_label_values",
-                 native_slices: bool = False, native_key: str = NATIVE_SLICES_KEY,
-                 margin_spacing: float = PUBLISHED_SPACING_MM, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str = "label",
+        margin_key: str = "crop_margin",
+        min_size_key: str = "crop_min_size",
+        values_key: str = "task_label_values",
+        native_slices: bool = False,
+        native_key: str = NATIVE_SLICES_KEY,
+        margin_spacing: float = PUBLISHED_SPACING_MM,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_key = label_key
         self.margin_key = margin_key
@@ -122,8 +140,10 @@ class CropToLabelBoxd(MapTransform):
         d = dict(data)
         missing = [key for key in (self.margin_key, self.values_key) if key not in d]
         if missing:
-            raise KeyError(f"CropToLabelBoxd needs the item's {missing} (added by scripts.data.datalist.read_datalist "
-                           "from the task registry)")
+            raise KeyError(
+                f"CropToLabelBoxd needs the item's {missing} (added by scripts.data.datalist.read_datalist "
+                "from the task registry)"
+            )
         if d[self.margin_key] is None:
             return d
         box = self.box(d)

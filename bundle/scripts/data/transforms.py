@@ -93,8 +93,10 @@ class HermesNormalizeIntensityd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if statistics not in STATISTICS_REGIONS:
-            raise SetupError(f"HermesNormalizeIntensityd: statistics must be one of {', '.join(STATISTICS_REGIONS)}, "
-                             f"got {statistics!r}")
+            raise SetupError(
+                f"HermesNormalizeIntensityd: statistics must be one of {', '.join(STATISTICS_REGIONS)}, "
+                f"got {statistics!r}"
+            )
         self.modality_key = modality_key
         self.ct_index = int(ct_index)
         self.pet_index = int(pet_index)
@@ -269,12 +271,16 @@ class CheckImaged(MapTransform):
             if len(shape) < 3 or min(shape[:3]) == 1:
                 raise CaseError(f"{source}: image is 2D (shape {shape}); a 3D volume is needed")
             if len(shape) > 3:
-                raise CaseError(f"{source}: image is 4D or multi-channel (shape {shape}); give one 3D volume "
-                                "(split the channels or time points into separate files)")
+                raise CaseError(
+                    f"{source}: image is 4D or multi-channel (shape {shape}); give one 3D volume "
+                    "(split the channels or time points into separate files)"
+                )
             affine = torch.as_tensor(getattr(image, "affine", torch.eye(4)), dtype=torch.float64)
             if not bool(torch.isfinite(affine).all()) or abs(float(torch.linalg.det(affine[:3, :3]))) < 1e-9:
-                raise CaseError(f"{source}: the file's affine (voxel-to-world matrix) is degenerate "
-                                f"({affine[:3, :3].tolist()}); fix the header's pixdim / qform / sform")
+                raise CaseError(
+                    f"{source}: the file's affine (voxel-to-world matrix) is degenerate "
+                    f"({affine[:3, :3].tolist()}); fix the header's pixdim / qform / sform"
+                )
             pixels = torch.as_tensor(image)
             finite = torch.isfinite(pixels) if pixels.is_floating_point() else None
             if finite is not None and not bool(finite.all()):
@@ -284,8 +290,9 @@ class CheckImaged(MapTransform):
                 self._record(d, image, shape, affine, source, pixels, key)
         return d
 
-    def _record(self, d: dict, image: Any, shape: tuple, affine: torch.Tensor, source: str, pixels: torch.Tensor,
-                key: Hashable) -> None:
+    def _record(
+        self, d: dict, image: Any, shape: tuple, affine: torch.Tensor, source: str, pixels: torch.Tensor, key: Hashable
+    ) -> None:
         meta = getattr(image, "meta", {}) or {}
         d["native_affine"] = affine.clone()
         d["native_shape"] = shape

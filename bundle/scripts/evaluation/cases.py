@@ -35,13 +35,16 @@ class EvaluationCases:
             raise SetupError(self.error)
 
 
-def evaluation_cases(datalist: str | os.PathLike | None, registry: TaskRegistry, section: str = "testing"
-                     ) -> EvaluationCases:
+def evaluation_cases(
+    datalist: str | os.PathLike | None, registry: TaskRegistry, section: str = "testing"
+) -> EvaluationCases:
     """Read ``section`` of ``datalist``. Never raises while the bundle config resolves (Model Zoo tools inspect the
     workflow without a datalist): a datalist that cannot be used at all is kept in ``error`` for the run to report."""
     if datalist in (None, ""):
-        return EvaluationCases(error="no datalist given: pass --datalist PATH (a decathlon-style JSON whose items "
-                                     "have 'image', 'label' and 'dataset')")
+        return EvaluationCases(
+            error="no datalist given: pass --datalist PATH (a decathlon-style JSON whose items "
+            "have 'image', 'label' and 'dataset')"
+        )
     try:
         read = read_datalist(datalist, registry, [section], require_label=True)
     except DatalistError as err:

@@ -91,8 +91,10 @@ class CaseScorer:
         label_values = _ints(item[self._split.label_values_key])
         image = data["image"]
         if probs.shape[0] != len(task_ids) or tuple(probs.shape[1:]) != tuple(image.shape[1:]):
-            raise ValueError(f"prediction shape {tuple(probs.shape)} does not fit {len(task_ids)} task(s) on the "
-                             f"network grid {tuple(image.shape[1:])}")
+            raise ValueError(
+                f"prediction shape {tuple(probs.shape)} does not fit {len(task_ids)} task(s) on the "
+                f"network grid {tuple(image.shape[1:])}"
+            )
         label_map = self.load_label(item[LABEL_FILE_KEY])
         native_shape = tuple(int(s) for s in data["native_shape"])
         native_affine = np.asarray(data["native_affine"], dtype=float)
@@ -100,24 +102,43 @@ class CaseScorer:
         if tuple(label_map.shape[1:]) != native_shape:
             raise ValueError(f"label size {tuple(label_map.shape[1:])} differs from its image's size {native_shape}")
         if not np.allclose(label_affine, native_affine, atol=1e-3):
-            raise ValueError("label and image lie on different grids (affines differ: "
-                             f"{np.round(label_affine, 3).tolist()} vs {np.round(native_affine, 3).tolist()})")
+            raise ValueError(
+                "label and image lie on different grids (affines differ: "
+                f"{np.round(label_affine, 3).tolist()} vs {np.round(native_affine, 3).tolist()})"
+            )
 
         label_on_model = self._to_model_grid(label_map.float(), img_dst=image)
         native_spacing, model_spacing = spacing_of(label_affine), spacing_of(image.affine)
         native_pred = self.native_prediction(image, probs)
         scored: dict[str, list[MaskScores]] = {
-            "native": score_masks(native_pred, self._split.split(label_map, label_values),
-                                  native_spacing, self.nsd_tolerance_mm, self.nsd_use_subvoxels),
-            "resampled": score_masks(probs > self.threshold, self._split.split(label_on_model, label_values),
-                                     model_spacing, self.nsd_tolerance_mm, self.nsd_use_subvoxels),
+            "native": score_masks(
+                native_pred,
+                self._split.split(label_map, label_values),
+                native_spacing,
+                self.nsd_tolerance_mm,
+                self.nsd_use_subvoxels,
+            ),
+            "resampled": score_masks(
+                probs > self.threshold,
+                self._split.split(label_on_model, label_values),
+                model_spacing,
+                self.nsd_tolerance_mm,
+                self.nsd_use_subvoxels,
+            ),
         }
         rows = []
         for channel, task_id in enumerate(task_ids):
-            row = {"case": item["case"], "image": item["image"], "dataset": item["dataset"],
-                   "modality": data.get("modality_name", ""), "task_id": task_id,
-                   "task": self.registry.task_by_id(task_id).name, "native_spacing_mm": native_spacing,
-                   "resampled_spacing_mm": model_spacing, "error": ""}
+            row = {
+                "case": item["case"],
+                "image": item["image"],
+                "dataset": item["dataset"],
+                "modality": data.get("modality_name", ""),
+                "task_id": task_id,
+                "task": self.registry.task_by_id(task_id).name,
+                "native_spacing_mm": native_spacing,
+                "resampled_spacing_mm": model_spacing,
+                "error": "",
+            }
             for space, scores in scored.items():
                 row.update({f"{space}_{key}": value for key, value in scores[channel].as_dict().items()})
             rows.append(row)

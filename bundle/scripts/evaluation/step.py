@@ -38,9 +38,17 @@ class EvaluateCase:
 
     continue_hint = "run the evaluation again (earlier metric files are kept; new ones get a new name)"
 
-    def __init__(self, cases: EvaluationCases, prediction: CasePrediction, registry: TaskRegistry, scorer: CaseScorer,
-                 output_dir: str, prediction_writer: CaseWriter | None = None,
-                 settings: dict[str, Any] | None = None, file_stem: str = "metrics") -> None:
+    def __init__(
+        self,
+        cases: EvaluationCases,
+        prediction: CasePrediction,
+        registry: TaskRegistry,
+        scorer: CaseScorer,
+        output_dir: str,
+        prediction_writer: CaseWriter | None = None,
+        settings: dict[str, Any] | None = None,
+        file_stem: str = "metrics",
+    ) -> None:
         self.cases = cases
         self.prediction = prediction
         self.registry = registry
@@ -67,11 +75,23 @@ class EvaluateCase:
         probs = self.prediction.probabilities(data, context).float()
         rows = self.scorer.score(item, data, probs)
         if self.prediction_writer is not None:
-            groups = [TaskGroup(label=k + 1, name=task.name, members=(task,))
-                      for k, task in enumerate(self.registry.tasks_of(item["dataset"]))]
+            groups = [
+                TaskGroup(label=k + 1, name=task.name, members=(task,))
+                for k, task in enumerate(self.registry.tasks_of(item["dataset"]))
+            ]
             settings = {**self.settings, "threshold": self.scorer.threshold, "device": str(self.prediction.device)}
-            write_case(self.prediction_writer, item, data, groups, probs, replaces, self.scorer.postprocessing,
-                       self.prediction.weights, settings, self.scorer.invert_chunk)
+            write_case(
+                self.prediction_writer,
+                item,
+                data,
+                groups,
+                probs,
+                replaces,
+                self.scorer.postprocessing,
+                self.prediction.weights,
+                settings,
+                self.scorer.invert_chunk,
+            )
         self.rows.extend(rows)
         dice = ", ".join(f"{r['task']} {r['native_dice']:.3f}" for r in rows)
         return f"{item['dataset']}: native Dice {dice}"
@@ -80,14 +100,26 @@ class EvaluateCase:
         """Write the tables (failed cases listed with their reason) and report the per-dataset means."""
         for outcome in engine.summary.failed:
             dataset = self.cases.datasets.get(outcome.source, "")
-            self.rows.append({"case": _case_name(outcome.source, self.cases), "image": outcome.source,
-                              "dataset": dataset, "task_id": "", "task": "", "error": outcome.detail})
+            self.rows.append(
+                {
+                    "case": _case_name(outcome.source, self.cases),
+                    "image": outcome.source,
+                    "dataset": dataset,
+                    "task_id": "",
+                    "task": "",
+                    "error": outcome.detail,
+                }
+            )
         report = markdown_report(self.rows, self.scorer.nsd_tolerance_mm, self._resampled_spacing())
-        self.written = {"csv": write_csv(self.rows, self.folder.path / f"{self.file_stem}.csv"),
-                        "markdown": write_markdown(report, self.folder.path / f"{self.file_stem}.md")}
+        self.written = {
+            "csv": write_csv(self.rows, self.folder.path / f"{self.file_stem}.csv"),
+            "markdown": write_markdown(report, self.folder.path / f"{self.file_stem}.md"),
+        }
         for dataset, entry in dataset_means(task_summaries(self.rows)).items():
-            engine.summary.say(f"  {dataset}: mean Dice native {entry['native_dice']:.4f}, resampled "
-                               f"{entry['resampled_dice']:.4f} ({entry['tasks']} task(s))")
+            engine.summary.say(
+                f"  {dataset}: mean Dice native {entry['native_dice']:.4f}, resampled "
+                f"{entry['resampled_dice']:.4f} ({entry['tasks']} task(s))"
+            )
             for space in ("native", "resampled"):
                 if not math.isnan(entry[f"{space}_dice"]):
                     engine.state.metrics[f"mean_dice_{space}/{dataset}"] = float(entry[f"{space}_dice"])

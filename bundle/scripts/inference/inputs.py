@@ -59,8 +59,12 @@ def _add_path(path: Path, found: CaseCollection, extra: dict[str, Any] | None = 
     elif path.name.lower().endswith(".dcm"):
         found.problems.append((str(path), "a single DICOM file; pass the folder that holds the whole series"))
     elif image_format(path) is None:
-        found.problems.append((str(path), "unsupported file type; expected .nii, .nii.gz, .nrrd, a DICOM series "
-                                          "folder or a datalist .json"))
+        found.problems.append(
+            (
+                str(path),
+                "unsupported file type; expected .nii, .nii.gz, .nrrd, a DICOM series " "folder or a datalist .json",
+            )
+        )
     else:
         found.cases.append(_case(path, extra))
 
@@ -73,7 +77,9 @@ def _from_folder(folder: Path, found: CaseCollection) -> None:
         if (entry.is_file() and image_format(entry)) or (entry.is_dir() and dicom_files_in(entry)):
             found.cases.append(_case(entry))
     if not found.cases:
-        found.problems.append((str(folder), "no NIfTI (.nii, .nii.gz), NRRD (.nrrd) or DICOM series found in this folder"))
+        found.problems.append(
+            (str(folder), "no NIfTI (.nii, .nii.gz), NRRD (.nrrd) or DICOM series found in this folder")
+        )
 
 
 def _from_datalist(path: Path, registry: TaskRegistry, found: CaseCollection) -> None:
@@ -82,8 +88,9 @@ def _from_datalist(path: Path, registry: TaskRegistry, found: CaseCollection) ->
         sections = ["testing"] if "testing" in content else [s for s in DATALIST_SECTIONS if s in content]
         if not sections:
             raise DatalistError(f"datalist {path}: no 'testing' (or training/validation) list of items")
-        datalist = read_datalist(path, registry, sections, require_label=False, require_dataset=False,
-                                 check_files=False, check_labels=False)
+        datalist = read_datalist(
+            path, registry, sections, require_label=False, require_dataset=False, check_files=False, check_labels=False
+        )
     except DatalistError as err:
         found.problems.append((str(path), str(err)))
         return
@@ -114,8 +121,9 @@ def collect_cases(input_path: Any, registry: TaskRegistry) -> CaseCollection:
     """Every case named by ``input_path``; never raises for a bad input, it lists it in ``problems``."""
     found = CaseCollection()
     if input_path is None or str(input_path).strip() == "":
-        found.problems.append(("--input", "no input given; pass --input PATH (file, folder, DICOM folder or "
-                                          "datalist .json)"))
+        found.problems.append(
+            ("--input", "no input given; pass --input PATH (file, folder, DICOM folder or " "datalist .json)")
+        )
         return found
     path = Path(str(input_path)).expanduser()
     if not path.exists():

@@ -34,9 +34,15 @@ def centre_window(image: torch.Tensor, roi_size: Sequence[int]) -> torch.Tensor:
 class ModalityStep:
     """``(modality name, how it was chosen)`` for a loaded case (before intensity normalisation)."""
 
-    def __init__(self, registry: TaskRegistry, requested: Any = "auto", predictor: Any = None,
-                 normalizer: Callable[[dict], dict] | None = None, roi_size: Sequence[int] = (128, 128, 128),
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        requested: Any = "auto",
+        predictor: Any = None,
+        normalizer: Callable[[dict], dict] | None = None,
+        roi_size: Sequence[int] = (128, 128, 128),
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.registry = registry
         self.requested = requested
         self.predictor = predictor
@@ -64,7 +70,9 @@ class ModalityStep:
             name = self.registry.modality_from_dicom(tag)
             if name is None:
                 known = ", ".join(self.registry.dicom_modalities)
-                raise CaseError(f"{source}: DICOM Modality '{tag}' is not one the model knows ({known}); pass --modality")
+                raise CaseError(
+                    f"{source}: DICOM Modality '{tag}' is not one the model knows ({known}); pass --modality"
+                )
             return name, f"DICOM Modality tag {tag}"
         return None
 
@@ -72,8 +80,10 @@ class ModalityStep:
         """For ``--native_slice_spacing true``: a case whose stated modality is one whose published datasets kept their
         slice spacing (PET: autoPET) is resampled in-plane only, as those datasets were."""
         stated = self.stated(data)
-        return stated is not None and any(self.registry.datasets[d].get("keep_native_slice_spacing", False)
-                                          for d in self.registry.datasets_for_modality(stated[0]))
+        return stated is not None and any(
+            self.registry.datasets[d].get("keep_native_slice_spacing", False)
+            for d in self.registry.datasets_for_modality(stated[0])
+        )
 
     def __call__(self, data: dict[str, Any]) -> tuple[str, str]:
         stated = self.stated(data)

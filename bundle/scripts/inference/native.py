@@ -35,8 +35,16 @@ class LabelAccumulator:
             self.best[better] = channel[better]
 
 
-def write_native(output: CaseOutput, paths: OutputPaths, grid: NativeGrid, image: Any, merged: torch.Tensor,
-                 postprocessing: Callable[[dict], dict], threshold: float, invert_chunk: int) -> np.ndarray:
+def write_native(
+    output: CaseOutput,
+    paths: OutputPaths,
+    grid: NativeGrid,
+    image: Any,
+    merged: torch.Tensor,
+    postprocessing: Callable[[dict], dict],
+    threshold: float,
+    invert_chunk: int,
+) -> np.ndarray:
     """Invert a few labels at a time to the input's grid, staging masks/probabilities; returns the label map."""
     labels = LabelAccumulator(grid.shape, threshold, len(merged))
     for start, native in invert_in_chunks(postprocessing, image, merged, invert_chunk):

@@ -14,8 +14,10 @@ from monai.transforms import Orientation
 def pick_slices(labels: np.ndarray, count: int = 3) -> list[int]:
     """Axial slices worth looking at: for each label, where it is largest; then slices spread through the labelled
     range (or the whole volume when nothing is labelled) until there are ``count``."""
-    area = np.stack([(labels == value).sum(axis=(0, 1)) for value in np.unique(labels) if value != 0] or
-                    [np.zeros(labels.shape[-1], dtype=int)])
+    area = np.stack(
+        [(labels == value).sum(axis=(0, 1)) for value in np.unique(labels) if value != 0]
+        or [np.zeros(labels.shape[-1], dtype=int)]
+    )
     chosen = [int(np.argmax(per_label)) for per_label in area if per_label.any()][:count]
     found = np.flatnonzero(area.sum(axis=0))
     low, high = (int(found[0]), int(found[-1])) if found.size else (0, labels.shape[-1] - 1)
@@ -43,8 +45,9 @@ def save_overlay(
     fig, axes = plt.subplots(1, len(slices), figsize=(4 * len(slices), 4.4), squeeze=False)
     for ax, z in zip(axes[0], slices):
         ax.imshow(image[:, :, z].T, cmap="gray", origin="lower", vmin=low, vmax=high)
-        ax.imshow(labels[:, :, z].T, cmap=cmap, vmin=0, vmax=len(names), origin="lower", alpha=0.45,
-                  interpolation="nearest")
+        ax.imshow(
+            labels[:, :, z].T, cmap=cmap, vmin=0, vmax=len(names), origin="lower", alpha=0.45, interpolation="nearest"
+        )
         ax.set_title(f"axial slice {z} (1.5 mm RAS grid)", fontsize=9)
         ax.axis("off")
     present = sorted(set(np.unique(labels[:, :, slices]).tolist()) - {0})
@@ -55,8 +58,9 @@ def save_overlay(
     plt.close(fig)
 
 
-def draw_case_overlay(path: str | os.PathLike, image: object, label_map: np.ndarray, names: Sequence[str],
-                      title: str) -> None:
+def draw_case_overlay(
+    path: str | os.PathLike, image: object, label_map: np.ndarray, names: Sequence[str], title: str
+) -> None:
     """The quick-look PNG of a case drawn on the network's grid (``image``, ``label_map``) turned to RAS."""
     affine = image.affine if isinstance(image, MetaTensor) else torch.eye(4)
     to_ras = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))

@@ -19,8 +19,9 @@ from .modality import ModalityStep
 class CaseReader:
     """``preprocessing`` (MONAI load/check/orientation/spacing), then the modality step, then normalisation."""
 
-    def __init__(self, preprocessing: Callable[[dict], dict], modality: ModalityStep,
-                 normalize: Callable[[dict], dict]) -> None:
+    def __init__(
+        self, preprocessing: Callable[[dict], dict], modality: ModalityStep, normalize: Callable[[dict], dict]
+    ) -> None:
         self.preprocessing = preprocessing
         self.modality = modality
         self.normalize = normalize
@@ -49,8 +50,15 @@ class CasePrediction:
         inferer: MONAI sliding-window inferer.
     """
 
-    def __init__(self, reader: CaseReader, network: nn.Module, predictor: nn.Module,
-                 inferer: Callable[..., torch.Tensor], ckpt_path: str, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        reader: CaseReader,
+        network: nn.Module,
+        predictor: nn.Module,
+        inferer: Callable[..., torch.Tensor],
+        ckpt_path: str,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.reader = reader
         self.network = network
         self.predictor = predictor
@@ -75,5 +83,6 @@ class CasePrediction:
 
     def probabilities(self, data: dict[str, Any], contexts: Sequence[TaskContext]) -> torch.Tensor:
         """Per-task probabilities on the network's grid, one channel per task of each context in order."""
-        return sliding_window_probabilities(data["image"], contexts, data["modality_index"], self.inferer,
-                                            self.predictor, self.device)
+        return sliding_window_probabilities(
+            data["image"], contexts, data["modality_index"], self.inferer, self.predictor, self.device
+        )

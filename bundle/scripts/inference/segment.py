@@ -35,9 +35,16 @@ class SegmentCase:
 
     continue_hint = "run the same command again with --skip_existing true"
 
-    def __init__(self, prediction: CasePrediction, task_selector: TaskSelector, postprocessing: Callable[[dict], dict],
-                 writer: CaseWriter, threshold: float = 0.5, invert_chunk: int = 4,
-                 settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        prediction: CasePrediction,
+        task_selector: TaskSelector,
+        postprocessing: Callable[[dict], dict],
+        writer: CaseWriter,
+        threshold: float = 0.5,
+        invert_chunk: int = 4,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.prediction = prediction
         self.task_selector = task_selector
         self.postprocessing = postprocessing
@@ -67,18 +74,38 @@ class SegmentCase:
         contexts = contexts_of(groups, self.task_selector.registry)
         merged = merge_groups(self.prediction.probabilities(data, contexts), channel_layout(contexts), groups)
         settings = {**self.settings, "threshold": self.threshold, "device": str(self.prediction.device)}
-        labels, paths = write_case(self.writer, case, data, groups, merged, replaces, self.postprocessing,
-                                   self.prediction.weights, settings, self.invert_chunk)
+        labels, paths = write_case(
+            self.writer,
+            case,
+            data,
+            groups,
+            merged,
+            replaces,
+            self.postprocessing,
+            self.prediction.weights,
+            settings,
+            self.invert_chunk,
+        )
         tasks = sum(len(g.members) for g in groups)
-        return (f"modality {data['modality_name']} ({data['modality_source']}), {len(groups)} label(s) from "
-                f"{tasks} task(s) in {len(contexts)} pass(es) per window, {int((labels > 0).sum())} voxel(s) "
-                f"labelled -> {paths.label_map}")
+        return (
+            f"modality {data['modality_name']} ({data['modality_source']}), {len(groups)} label(s) from "
+            f"{tasks} task(s) in {len(contexts)} pass(es) per window, {int((labels > 0).sum())} voxel(s) "
+            f"labelled -> {paths.label_map}"
+        )
 
 
-def write_case(writer: CaseWriter, case: dict[str, Any], data: dict[str, Any], groups: Sequence[TaskGroup],
-               merged: torch.Tensor, replaces: Sequence[Path], postprocessing: Callable[[dict], dict],
-               weights: LoadedWeights | None, settings: dict[str, Any], invert_chunk: int = 4
-               ) -> tuple[np.ndarray, OutputPaths]:
+def write_case(
+    writer: CaseWriter,
+    case: dict[str, Any],
+    data: dict[str, Any],
+    groups: Sequence[TaskGroup],
+    merged: torch.Tensor,
+    replaces: Sequence[Path],
+    postprocessing: Callable[[dict], dict],
+    weights: LoadedWeights | None,
+    settings: dict[str, Any],
+    invert_chunk: int = 4,
+) -> tuple[np.ndarray, OutputPaths]:
     """Stage every output of a case (label map, optional masks, probabilities, overlay), the sidecar last, and
     commit them together; returns the label map on the input's grid and the paths written."""
     threshold = float(settings.get("threshold", 0.5))
@@ -91,10 +118,17 @@ def write_case(writer: CaseWriter, case: dict[str, Any], data: dict[str, Any], g
             view = label_map_from(merged.float().numpy(), threshold)
             names = [g.name for g in groups]
             output.picture(paths.overlay, lambda tmp: draw_case_overlay(tmp, data["image"], view, names, case["name"]))
-        modality = {"name": data["modality_name"], "index": int(data["modality_index"]),
-                    "source": data["modality_source"]}
-        output.sidecar(paths.sidecar, sidecar_content(case, groups, labels, modality,
-                                                      weights.as_json() if weights else {}, paths, grid, settings))
+        modality = {
+            "name": data["modality_name"],
+            "index": int(data["modality_index"]),
+            "source": data["modality_source"],
+        }
+        output.sidecar(
+            paths.sidecar,
+            sidecar_content(
+                case, groups, labels, modality, weights.as_json() if weights else {}, paths, grid, settings
+            ),
+        )
         output.commit()
     finally:
         output.discard()

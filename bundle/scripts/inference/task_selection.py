@@ -128,7 +128,9 @@ class TaskSelector:
     def _suggest(self, token: str) -> str:
         names = sorted({_norm(t.name) for t in self.registry.tasks})
         qualified = sorted({f"{t.dataset}/{_norm(t.name)}" for t in self.registry.tasks})
-        close = difflib.get_close_matches(_norm(token), names + qualified + sorted(self.registry.datasets), n=5, cutoff=0.6)
+        close = difflib.get_close_matches(
+            _norm(token), names + qualified + sorted(self.registry.datasets), n=5, cutoff=0.6
+        )
         hint = f"did you mean: {', '.join(close)}?" if close else "no similar name"
         return f"{hint} (datasets: {', '.join(self.registry.datasets)})"
 

@@ -99,8 +99,15 @@ class CaseOutput:
 class CaseWriter:
     """Knows the output names of a case, when a case is complete, and what may be replaced."""
 
-    def __init__(self, output_dir: str | os.PathLike, overwrite: bool = False, skip_existing: bool = False,
-                 save_task_masks: bool = False, save_probabilities: bool = False, save_overlay: bool = False) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        overwrite: bool = False,
+        skip_existing: bool = False,
+        save_task_masks: bool = False,
+        save_probabilities: bool = False,
+        save_overlay: bool = False,
+    ) -> None:
         self.folder = OutputFolder(output_dir)
         self.output_dir = self.folder.path
         self.overwrite = bool(overwrite)
@@ -120,14 +127,20 @@ class CaseWriter:
             sidecar=out / f"{name}_seg.json",
             overlay=out / f"{name}_overlay.png" if self.save_overlay else None,
             masks={g.label: out / f"{name}_task-{slug(g.name)}.nii.gz" for g in groups} if self.save_task_masks else {},
-            probabilities={g.label: out / f"{name}_prob-{slug(g.name)}.nii.gz" for g in groups}
-            if self.save_probabilities else {},
+            probabilities=(
+                {g.label: out / f"{name}_prob-{slug(g.name)}.nii.gz" for g in groups} if self.save_probabilities else {}
+            ),
         )
 
     def existing(self, name: str) -> list[Path]:
         """Files of case ``name`` already in the output folder (any run's)."""
-        patterns = (f"{name}_seg.nii.gz", f"{name}_seg.json", f"{name}_overlay.png", f"{name}_task-*.nii.gz",
-                    f"{name}_prob-*.nii.gz")
+        patterns = (
+            f"{name}_seg.nii.gz",
+            f"{name}_seg.json",
+            f"{name}_overlay.png",
+            f"{name}_task-*.nii.gz",
+            f"{name}_prob-*.nii.gz",
+        )
         return sorted({p for pattern in patterns for p in self.output_dir.glob(pattern) if p.is_file()})
 
     def is_complete(self, name: str) -> bool:
@@ -137,8 +150,12 @@ class CaseWriter:
             content = json.loads(sidecar.read_text())
         except (OSError, ValueError):
             return False
-        listed = [content.get("label_map"), content.get("overlay"), *content.get("task_masks", {}).values(),
-                  *content.get("probabilities", {}).values()]
+        listed = [
+            content.get("label_map"),
+            content.get("overlay"),
+            *content.get("task_masks", {}).values(),
+            *content.get("probabilities", {}).values(),
+        ]
         return all((self.output_dir / name_).is_file() for name_ in listed if name_)
 
     def check(self, source: str, name: str) -> list[Path]:
@@ -152,8 +169,10 @@ class CaseWriter:
             raise AlreadyComplete(f"already complete in {self.output_dir} (--skip_existing)")
         if existing and not (self.overwrite or self.skip_existing):
             more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-            raise CaseError(f"{source}: output {existing[0]}{more} already exists; pass --overwrite true to replace, "
-                            "or --skip_existing true to keep complete cases")
+            raise CaseError(
+                f"{source}: output {existing[0]}{more} already exists; pass --overwrite true to replace, "
+                "or --skip_existing true to keep complete cases"
+            )
         return existing
 
     def open(self, name: str, replaces: Sequence[Path]) -> CaseOutput:

@@ -56,7 +56,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         return removed
     prefix = _temporary_prefix(path)
     for candidate in path.parent.glob(f"{prefix}*.tmp*"):
-        pid_text = candidate.name[len(prefix):].split(".", 1)[0]
+        pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
@@ -80,8 +80,9 @@ def atomic_write(
         raise OutputExistsError(f"{path} already exists; pass --overwrite true to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, name = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=f".tmp{_suffix(path)}",
-                                dir=path.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=f".tmp{_suffix(path)}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:

@@ -24,16 +24,19 @@ def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint that loads with weights_only=True "
-                              f"({_why(path, err)})") from err
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint that loads with weights_only=True " f"({_why(path, err)})"
+        ) from err
 
 
 def _why(path: Path, err: Exception) -> str:
     """A short reason; torch's own text suggests loading unsafely, which the bundle never does."""
     if not zipfile.is_zipfile(path):
         if _looks_like_web_page(path):
-            return ("the file is not a torch.save archive but a web page (a download that saved the server's page, "
-                    "e.g. a quota or sign-in notice, instead of the file)")
+            return (
+                "the file is not a torch.save archive but a web page (a download that saved the server's page, "
+                "e.g. a quota or sign-in notice, instead of the file)"
+            )
         return "the file is not a torch.save archive: wrong file, or truncated"
     if "Weights only load failed" in str(err):
         return "it holds Python objects other than tensors and plain containers, which are refused for safety"

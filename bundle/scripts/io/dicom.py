@@ -70,8 +70,10 @@ def _single_series(folder: Path, headers: list[tuple[Path, Any]]) -> list[tuple[
             f"{uid or '<no SeriesInstanceUID>'} ({len(items)} files, {getattr(items[0][1], 'SeriesDescription', '')!s})"
             for uid, items in by_uid.items()
         )
-        raise CaseError(f"{folder}: the folder holds {len(by_uid)} DICOM series, expected one: {listing}; "
-                        "put each series in its own folder")
+        raise CaseError(
+            f"{folder}: the folder holds {len(by_uid)} DICOM series, expected one: {listing}; "
+            "put each series in its own folder"
+        )
     return headers
 
 
@@ -106,8 +108,10 @@ def _ordered_slices(folder: Path, headers: list[tuple[Path, Any]]) -> tuple[list
             raise CaseError(f"{folder}: two slices share one ImagePositionPatient; is a series repeated?")
         line = positions[0] + np.outer(np.arange(len(positions)), (positions[-1] - positions[0]) / (len(positions) - 1))
         if np.abs(positions - line).max() > 0.01 * steps.mean() + 1e-3:
-            raise CaseError(f"{folder}: slices are not evenly spaced (steps {steps.min():.3g}-{steps.max():.3g} mm); "
-                            "resample the series or convert it to NIfTI first")
+            raise CaseError(
+                f"{folder}: slices are not evenly spaced (steps {steps.min():.3g}-{steps.max():.3g} mm); "
+                "resample the series or convert it to NIfTI first"
+            )
     return headers, positions
 
 

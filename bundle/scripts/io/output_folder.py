@@ -36,8 +36,10 @@ class OutputFolder:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as err:
-            raise SetupError(f"{self.option} {self.path} cannot be written ({err.strerror or err}); choose a folder "
-                             "you can write to") from None
+            raise SetupError(
+                f"{self.option} {self.path} cannot be written ({err.strerror or err}); choose a folder "
+                "you can write to"
+            ) from None
         self._lock()
         for stale in self.path.glob(f"{STAGING_PREFIX}*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -55,8 +57,10 @@ class OutputFolder:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise SetupError(f"{self.option} {self.path} is in use by another run ({holder}); wait for it to finish "
-                             f"or choose another {self.option}") from None
+            raise SetupError(
+                f"{self.option} {self.path} is in use by another run ({holder}); wait for it to finish "
+                f"or choose another {self.option}"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")

@@ -20,6 +20,8 @@ from .dicom import DicomSeriesReader
 
 
 class _Failed:
+    __slots__ = ("error",)
+
     def __init__(self, error: Exception) -> None:
         self.error = error
 

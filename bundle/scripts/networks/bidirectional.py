@@ -25,8 +25,10 @@ def head_count(channels: int) -> int:
     """Heads of an attention stage; they must split the channels evenly (true for every base width of 8·k)."""
     heads = max(channels // HEAD_DIM, 1)
     if channels % heads:
-        raise ValueError(f"{channels} channels do not split into {heads} attention heads; choose base_channels "
-                         "so that every stage width is a multiple of its head count (e.g. a multiple of 8)")
+        raise ValueError(
+            f"{channels} channels do not split into {heads} attention heads; choose base_channels "
+            "so that every stage width is a multiple of its head count (e.g. a multiple of 8)"
+        )
     return heads
 
 
@@ -76,19 +78,33 @@ class BidirectionalFusionSite(PriorTables):
     Returns the features, the posterior map tokens and the posterior prior tokens ([tasks, modality]).
     """
 
-    def __init__(self, in_channels: int, channels: int, num_blocks: int, expansion: int, num_tasks: int,
-                 num_modalities: int, modality_tokens: int, last_token_output: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_blocks: int,
+        expansion: int,
+        num_tasks: int,
+        num_modalities: int,
+        modality_tokens: int,
+        last_token_output: bool = True,
+    ) -> None:
         super().__init__(channels, num_tasks, num_modalities, modality_tokens)
         if num_blocks < 1:
             raise ValueError(f"a fusion site needs at least one attention block, got {num_blocks}")
         self.blocks = nn.ModuleList(
-            BidirectionalBlock(in_channels if i == 0 else channels, channels, expansion,
-                               token_output=last_token_output or i < num_blocks - 1)
+            BidirectionalBlock(
+                in_channels if i == 0 else channels,
+                channels,
+                expansion,
+                token_output=last_token_output or i < num_blocks - 1,
+            )
             for i in range(num_blocks)
         )
 
-    def forward(self, x: torch.Tensor, semantic_map: torch.Tensor, task_index: torch.Tensor,
-                modality_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, semantic_map: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         map_tokens = semantic_map.shape[1]
         tokens = torch.cat([semantic_map, self.select_priors(task_index, modality_index)], dim=1)
         for block in self.blocks:

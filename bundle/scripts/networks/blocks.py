@@ -20,8 +20,15 @@ class PreActConv(nn.Module):
     ``groups`` and ``activate=False`` (norm → conv) serve the MBConv feed-forward of Hermes-M.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 groups: int = 1, activate: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        activate: bool = True,
+    ) -> None:
         super().__init__()
         self.norm = nn.InstanceNorm3d(in_channels, eps=NORM_EPS, affine=False)
         self.act = nn.ReLU(inplace=False) if activate else nn.Identity()

@@ -16,8 +16,14 @@ def flat_modality_index(modality_index: torch.Tensor) -> torch.Tensor:
     return modality_index
 
 
-def check_inputs(image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor, size_divisor: int,
-                 num_tasks: int, num_modalities: int) -> None:
+def check_inputs(
+    image: torch.Tensor,
+    task_index: torch.Tensor,
+    modality_index: torch.Tensor,
+    size_divisor: int,
+    num_tasks: int,
+    num_modalities: int,
+) -> None:
     """Raise ``ValueError``/``TypeError`` naming the first problem of a forward pass's inputs."""
     if image.ndim != 5:
         raise ValueError(f"image must be B×C×D×H×W, got shape {tuple(image.shape)}")

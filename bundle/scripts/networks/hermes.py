@@ -60,13 +60,9 @@ class HermesResUNet(nn.Module):
         widths = [w * base_channels for w in LEVEL_WIDTHS]
 
         self.stem = Stem(in_channels, widths[0])
-        self.encoder = nn.ModuleList(
-            EncoderStage(widths[i], widths[i + 1], num_blocks[i]) for i in range(4)
-        )
+        self.encoder = nn.ModuleList(EncoderStage(widths[i], widths[i + 1], num_blocks[i]) for i in range(4))
         decoder_blocks = (num_blocks[2], num_blocks[1], num_blocks[0], 2)
-        self.decoder = nn.ModuleList(
-            DecoderStage(widths[4 - i], widths[3 - i], decoder_blocks[i]) for i in range(4)
-        )
+        self.decoder = nn.ModuleList(DecoderStage(widths[4 - i], widths[3 - i], decoder_blocks[i]) for i in range(4))
         self.fusion = nn.ModuleList(
             PriorFusionLayer(widths[level], blocks, num_tasks, num_modalities, modality_tokens)
             for level, blocks in FUSION_SITES
@@ -141,5 +137,6 @@ class HermesResUNet(nn.Module):
         """
         modality_index = flat_modality_index(modality_index)
         self.check_inputs(image, task_index, modality_index)
-        return self.forward_contexts(self.encode_context_free(image), task_index, modality_index,
-                                     return_modality_logits)
+        return self.forward_contexts(
+            self.encode_context_free(image), task_index, modality_index, return_modality_logits
+        )

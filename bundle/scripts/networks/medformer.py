@@ -67,11 +67,15 @@ class HermesMedFormer(nn.Module):
     ) -> None:
         super().__init__()
         if len(attention_blocks) != len(FUSION_SITES) or len(conv_blocks) != 3:
-            raise ValueError(f"attention_blocks needs 5 counts and conv_blocks 3, got {list(attention_blocks)} and "
-                             f"{list(conv_blocks)}")
+            raise ValueError(
+                f"attention_blocks needs 5 counts and conv_blocks 3, got {list(attention_blocks)} and "
+                f"{list(conv_blocks)}"
+            )
         if min(base_channels, num_tasks, num_modalities, modality_tokens, map_size, expansion) < 1:
-            raise ValueError("base_channels, num_tasks, num_modalities, modality_tokens, map_size and expansion must "
-                             "all be positive")
+            raise ValueError(
+                "base_channels, num_tasks, num_modalities, modality_tokens, map_size and expansion must "
+                "all be positive"
+            )
         if size_divisor % 16:
             raise ValueError(f"size_divisor must be a multiple of 16 (four patch mergings), got {size_divisor}")
         self.num_tasks = num_tasks
@@ -82,22 +86,30 @@ class HermesMedFormer(nn.Module):
         self.stem = Stem(in_channels, widths[0])
         self.encoder = nn.ModuleList(
             [ConvDownStage(widths[0], widths[1], conv_blocks[0])]
-            + [MapDownStage(widths[level - 1], widths[level], map_size ** 3) for level in (2, 3, 4)]
+            + [MapDownStage(widths[level - 1], widths[level], map_size**3) for level in (2, 3, 4)]
         )
         self.fusion = nn.ModuleList(
             BidirectionalFusionSite(
-                widths[level] + (widths[deeper] if deeper else 0), widths[level], blocks, expansion, num_tasks,
-                num_modalities, modality_tokens, last_token_output=site < len(FUSION_SITES) - 1,
+                widths[level] + (widths[deeper] if deeper else 0),
+                widths[level],
+                blocks,
+                expansion,
+                num_tasks,
+                num_modalities,
+                modality_tokens,
+                last_token_output=site < len(FUSION_SITES) - 1,
             )
             for site, ((level, deeper), blocks) in enumerate(zip(FUSION_SITES, attention_blocks))
         )
         self.map_fusion = SemanticMapFusion(widths[2:5], widths[4], fusion_depth)
-        self.decoder = nn.ModuleList([
-            MapUpStage(widths[4], widths[3]),
-            MapUpStage(widths[3], widths[2]),
-            DecoderStage(widths[2], widths[1], conv_blocks[1], upsampled_first=True),
-            DecoderStage(widths[1], widths[0], conv_blocks[2], upsampled_first=True),
-        ])
+        self.decoder = nn.ModuleList(
+            [
+                MapUpStage(widths[4], widths[3]),
+                MapUpStage(widths[3], widths[2]),
+                DecoderStage(widths[2], widths[1], conv_blocks[1], upsampled_first=True),
+                DecoderStage(widths[1], widths[0], conv_blocks[2], upsampled_first=True),
+            ]
+        )
         token_dim = sum(widths[level] for level, _ in FUSION_SITES)  # 34 × base
         self.task_head = PosteriorPrototypeHead(token_dim, widths[0])
         self.aux_head = PosteriorPrototypeHead(token_dim, widths[2])
@@ -180,5 +192,6 @@ class HermesMedFormer(nn.Module):
         """
         modality_index = flat_modality_index(modality_index)
         self.check_inputs(image, task_index, modality_index)
-        return self.forward_contexts(self.encode_context_free(image), task_index, modality_index,
-                                     return_modality_logits, return_auxiliary)
+        return self.forward_contexts(
+            self.encode_context_free(image), task_index, modality_index, return_modality_logits, return_auxiliary
+        )

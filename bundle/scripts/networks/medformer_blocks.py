@@ -24,8 +24,9 @@ class DepthwiseSeparableConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
-        self.depthwise = nn.Conv3d(in_channels, in_channels, kernel_size, padding=kernel_size // 2,
-                                   groups=in_channels, bias=False)
+        self.depthwise = nn.Conv3d(
+            in_channels, in_channels, kernel_size, padding=kernel_size // 2, groups=in_channels, bias=False
+        )
         self.pointwise = nn.Conv3d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,7 +124,8 @@ class MapUpStage(nn.Module):
         super().__init__()
         self.map_reduction = nn.Linear(deep_channels + skip_channels, skip_channels, bias=False)
 
-    def forward(self, deep: torch.Tensor, skip: torch.Tensor, deep_map: torch.Tensor,
-                skip_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, deep: torch.Tensor, skip: torch.Tensor, deep_map: torch.Tensor, skip_map: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         features = torch.cat([upsample_to(deep, skip), skip], dim=1)
         return features, self.map_reduction(torch.cat([deep_map, skip_map], dim=2))

@@ -13,5 +13,16 @@ from .registry import (
     slug,
 )
 
-__all__ = ["ITEM_FIELDS", "NULL_TASK", "PUBLISHED_NUM_TASKS", "Task", "TaskRegistry", "TaskRegistryError",
-           "as_path_list", "companion_path", "companions_of", "normalize_task_name", "slug"]
+__all__ = [
+    "ITEM_FIELDS",
+    "NULL_TASK",
+    "PUBLISHED_NUM_TASKS",
+    "Task",
+    "TaskRegistry",
+    "TaskRegistryError",
+    "as_path_list",
+    "companion_path",
+    "companions_of",
+    "normalize_task_name",
+    "slug",
+]

@@ -77,8 +77,10 @@ def parse_modality_facts(raw: Mapping[str, Any], modalities: Mapping[str, int], 
     if not isinstance(family, list) or not all(name in modalities for name in family):
         raise TaskRegistryError(f"task registry {path}: 'mr_family' must list modality names of {sorted(modalities)}")
     if not isinstance(dicom, dict) or not all(name in modalities for name in dicom.values()):
-        raise TaskRegistryError(f"task registry {path}: 'dicom_modalities' must map DICOM Modality tags to modality "
-                                f"names of {sorted(modalities)}")
+        raise TaskRegistryError(
+            f"task registry {path}: 'dicom_modalities' must map DICOM Modality tags to modality "
+            f"names of {sorted(modalities)}"
+        )
     return {"mr_family": list(family), "dicom_modalities": {str(k).upper(): v for k, v in dicom.items()}}
 
 
@@ -125,19 +127,23 @@ def check_crop_fields(entry: Mapping[str, Any], where: str) -> None:
     """The optional training-geometry fields: ``crop_margin``, ``crop_min_size``, ``keep_native_slice_spacing``."""
     margin = entry.get("crop_margin")
     if margin is not None and not _voxels(margin, 0):
-        raise TaskRegistryError(f"{where}: 'crop_margin' must be null (no crop) or voxels >= 0, one int or "
-                                f"[z, y, x], got {margin!r}")
+        raise TaskRegistryError(
+            f"{where}: 'crop_margin' must be null (no crop) or voxels >= 0, one int or " f"[z, y, x], got {margin!r}"
+        )
     min_size = entry.get("crop_min_size")
     if min_size is not None and (margin is None or not _voxels(min_size, 1)):
-        raise TaskRegistryError(f"{where}: 'crop_min_size' must be voxels >= 1 (one int or [z, y, x]) and needs a "
-                                f"'crop_margin', got {min_size!r} with crop_margin {margin!r}")
+        raise TaskRegistryError(
+            f"{where}: 'crop_min_size' must be voxels >= 1 (one int or [z, y, x]) and needs a "
+            f"'crop_margin', got {min_size!r} with crop_margin {margin!r}"
+        )
     native = entry.get("keep_native_slice_spacing", False)
     if not isinstance(native, bool):
         raise TaskRegistryError(f"{where}: 'keep_native_slice_spacing' must be true or false, got {native!r}")
 
 
-def _check_task(item: Any, position: int, path: str, new_datasets: Mapping[str, Any], merged: RegistryContent,
-                min_new_id: int) -> Task:
+def _check_task(
+    item: Any, position: int, path: str, new_datasets: Mapping[str, Any], merged: RegistryContent, min_new_id: int
+) -> Task:
     where = f"task registry {path}: tasks[{position}]"
     if not isinstance(item, dict) or not {"id", "dataset", "name", "label"} <= set(item):
         raise TaskRegistryError(f"{where} must be an object with 'id', 'dataset', 'name' and 'label'")
@@ -169,7 +175,9 @@ def _same_as_merged(name: str, entry: Any, tasks: list[Any], merged: RegistryCon
     """A dataset defined again exactly as before (the weights' task list and the datalist's registry, say)."""
     if name not in merged.datasets or entry != merged.datasets[name]:
         return False
-    mine = {(t.get("id"), t.get("name"), t.get("label")) for t in tasks if isinstance(t, dict) and t.get("dataset") == name}
+    mine = {
+        (t.get("id"), t.get("name"), t.get("label")) for t in tasks if isinstance(t, dict) and t.get("dataset") == name
+    }
     return mine == {(t.id, t.name, t.label) for t in merged.tasks if t.dataset == name}
 
 
@@ -226,8 +234,9 @@ def read_base(path: str, first_new_id: int) -> RegistryContent:
     """The base registry: modality table, reserved ids, published datasets and tasks."""
     raw = read_registry_file(path)
     modalities = parse_modalities(raw, path)
-    merged = RegistryContent(modalities, parse_modality_facts(raw, modalities, path), parse_reserved(raw, path),
-                             first_new_id)
+    merged = RegistryContent(
+        modalities, parse_modality_facts(raw, modalities, path), parse_reserved(raw, path), first_new_id
+    )
     merge_file(raw, path, merged, min_new_id=0)
     return merged
 

@@ -23,8 +23,15 @@ PUBLISHED_NUM_TASKS = 72
 #: The null task: pads task lists, selects the null prior row, gets no loss.
 NULL_TASK = -1
 #: Fields every datalist item gains from the registry.
-ITEM_FIELDS = ("task_index", "task_label_values", "modality_index", "intensity_aug_prob", "crop_margin",
-               "crop_min_size", "keep_native_slice_spacing")
+ITEM_FIELDS = (
+    "task_index",
+    "task_label_values",
+    "modality_index",
+    "intensity_aug_prob",
+    "crop_margin",
+    "crop_min_size",
+    "keep_native_slice_spacing",
+)
 #: Suffix of the task list written beside exported weights (``model.pt`` -> ``model.tasks.json``).
 COMPANION_SUFFIX = ".tasks.json"
 
@@ -69,8 +76,9 @@ class TaskRegistry:
             task_list.sort(key=lambda t: t.label)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, extra_paths: Iterable[str | os.PathLike] | str | os.PathLike | None = ()
-             ) -> TaskRegistry:
+    def load(
+        cls, path: str | os.PathLike, extra_paths: Iterable[str | os.PathLike] | str | os.PathLike | None = ()
+    ) -> TaskRegistry:
         """The base registry ``path`` with every file of ``extra_paths`` merged on top, in order (duplicates once)."""
         base_file = str(path)
         content = read_base(base_file, first_new_id=PUBLISHED_NUM_TASKS)
@@ -174,8 +182,9 @@ class TaskRegistry:
         declared = self.datasets[dataset]["modality"]
         if isinstance(declared, Mapping):
             if sequence is None:
-                raise KeyError(f"dataset '{dataset}' has several sequences {sorted(declared)}; give the item's "
-                               "'modality'")
+                raise KeyError(
+                    f"dataset '{dataset}' has several sequences {sorted(declared)}; give the item's " "'modality'"
+                )
             if sequence in declared:
                 return declared[sequence]
             if sequence in declared.values():
@@ -196,8 +205,10 @@ class TaskRegistry:
             declared = self.datasets[dataset]["modality"]
             if isinstance(declared, Mapping) and key in declared:
                 return declared[key]
-        raise KeyError(f"modality '{value}' is neither a modality ({', '.join(self.modalities)}) nor a sequence of "
-                       f"dataset '{dataset}'")
+        raise KeyError(
+            f"modality '{value}' is neither a modality ({', '.join(self.modalities)}) nor a sequence of "
+            f"dataset '{dataset}'"
+        )
 
     def datasets_for_modality(self, modality: str) -> list[str]:
         """Datasets whose tasks apply to an image of ``modality``; for unknown-sequence MRI every MR dataset."""
@@ -260,5 +271,15 @@ def as_path_list(value: Any) -> list[str]:
     return [str(v) for v in value if v]
 
 
-__all__ = ["NULL_TASK", "PUBLISHED_NUM_TASKS", "Task", "TaskRegistry", "TaskRegistryError", "as_path_list",
-           "companion_path", "companions_of", "normalize_task_name", "slug"]
+__all__ = [
+    "NULL_TASK",
+    "PUBLISHED_NUM_TASKS",
+    "Task",
+    "TaskRegistry",
+    "TaskRegistryError",
+    "as_path_list",
+    "companion_path",
+    "companions_of",
+    "normalize_task_name",
+    "slug",
+]

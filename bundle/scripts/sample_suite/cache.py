@@ -34,8 +34,10 @@ def claim_folder(root: Path, marker: str, what: str) -> None:
     if (root / marker).is_file():
         return
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise SampleDataError(f"{root} is not empty and is not a {what} folder (it has no {marker}); nothing was "
-                              "written: choose a new or empty folder")
+        raise SampleDataError(
+            f"{root} is not empty and is not a {what} folder (it has no {marker}); nothing was "
+            "written: choose a new or empty folder"
+        )
     atomic_text(root / marker, f"{what} folder written by hermes_universal_segmentation\n")
 
 
@@ -64,8 +66,12 @@ def cached_manifest(root: Path) -> dict[str, Any] | None:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("suite_version") != SUITE_VERSION \
-            or manifest.get("recipe") != recipe_digest() or not isinstance(manifest.get("outputs"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("suite_version") != SUITE_VERSION
+        or manifest.get("recipe") != recipe_digest()
+        or not isinstance(manifest.get("outputs"), dict)
+    ):
         return None
     for relative, size in manifest["outputs"].items():
         path = root / relative

@@ -81,18 +81,45 @@ _LESION = (("crop_margin", [20, 20, 20]), ("crop_min_size", [128, 128, 128]))
 _WHOLE = (("crop_margin", None),)
 _PET = (("crop_margin", [20, 30, 30]), ("crop_min_size", [128, 128, 128]), ("keep_native_slice_spacing", True))
 DATASETS: tuple[SampleDataset, ...] = (
-    SampleDataset("sample_lung_ct", "ct", "pyradiomics", _PYRADIOMICS, ("lung1", "lung2"), ("lung tumor",), "lung2",
-                  0.1, _LESION),
-    SampleDataset("sample_brain_t1", "t1", "pyradiomics", _PYRADIOMICS, ("brain1", "brain2"), ("brain lesion",),
-                  "brain2", 0.2, _LESION),
-    SampleDataset("sample_breast_mr", "mr", "pyradiomics", _PYRADIOMICS, ("breast1",), ("breast lesion",), "breast1",
-                  0.2, _LESION),
-    SampleDataset("sample_colin27_t1", "t1", "mricron",
-                  "sample (Debian mricron-data: Colin27 T1 with AAL atlas, BSD-3; cite Holmes 1998, Tzourio-Mazoyer "
-                  "2002)", ("colin27",), tuple(name for name, _ in AAL_GROUPS), "colin27", 0.2, _WHOLE),
-    SampleDataset("synthetic_pet", "pet", "synthetic", "synthetic (seeded PET-like phantom, scripts.phantoms)",
-                  tuple(f"synthetic_pet{i}" for i in range(SYNTHETIC_PET_CASES)), ("synthetic lesion",),
-                  f"synthetic_pet{SYNTHETIC_PET_CASES - 1}", 0.1, _PET),
+    SampleDataset(
+        "sample_lung_ct", "ct", "pyradiomics", _PYRADIOMICS, ("lung1", "lung2"), ("lung tumor",), "lung2", 0.1, _LESION
+    ),
+    SampleDataset(
+        "sample_brain_t1",
+        "t1",
+        "pyradiomics",
+        _PYRADIOMICS,
+        ("brain1", "brain2"),
+        ("brain lesion",),
+        "brain2",
+        0.2,
+        _LESION,
+    ),
+    SampleDataset(
+        "sample_breast_mr", "mr", "pyradiomics", _PYRADIOMICS, ("breast1",), ("breast lesion",), "breast1", 0.2, _LESION
+    ),
+    SampleDataset(
+        "sample_colin27_t1",
+        "t1",
+        "mricron",
+        "sample (Debian mricron-data: Colin27 T1 with AAL atlas, BSD-3; cite Holmes 1998, Tzourio-Mazoyer " "2002)",
+        ("colin27",),
+        tuple(name for name, _ in AAL_GROUPS),
+        "colin27",
+        0.2,
+        _WHOLE,
+    ),
+    SampleDataset(
+        "synthetic_pet",
+        "pet",
+        "synthetic",
+        "synthetic (seeded PET-like phantom, scripts.phantoms)",
+        tuple(f"synthetic_pet{i}" for i in range(SYNTHETIC_PET_CASES)),
+        ("synthetic lesion",),
+        f"synthetic_pet{SYNTHETIC_PET_CASES - 1}",
+        0.1,
+        _PET,
+    ),
 )
 
 
@@ -102,14 +129,21 @@ def datasets_from(origin: str) -> tuple[SampleDataset, ...]:
 
 def case_files(dataset: SampleDataset, case: str) -> dict[str, str]:
     """A case's datalist item: its files relative to the suite's root, and its dataset."""
-    return {"image": f"{dataset.name}/{case}_image.nii.gz", "label": f"{dataset.name}/{case}_label.nii.gz",
-            "dataset": dataset.name}
+    return {
+        "image": f"{dataset.name}/{case}_image.nii.gz",
+        "label": f"{dataset.name}/{case}_label.nii.gz",
+        "dataset": dataset.name,
+    }
 
 
 def suite_paths(root: Path) -> dict[str, str]:
     """The files a caller of the suite needs: ``root``, ``datalist``, ``task_registry`` and ``manifest``."""
-    return {"root": str(root), "datalist": str(root / DATALIST_FILE), "task_registry": str(root / REGISTRY_FILE),
-            "manifest": str(root / MANIFEST_FILE)}
+    return {
+        "root": str(root),
+        "datalist": str(root / DATALIST_FILE),
+        "task_registry": str(root / REGISTRY_FILE),
+        "manifest": str(root / MANIFEST_FILE),
+    }
 
 
 # -------------------------------------------------------------------------------------- registry, datalist
@@ -125,14 +159,21 @@ def task_entries(first_id: int = PUBLISHED_NUM_TASKS) -> list[dict[str, Any]]:
 
 def sample_registry() -> dict[str, Any]:
     """Extra registry merged on top of ``configs/task_registry.json`` (which owns the modality table)."""
-    datasets = {dataset.name: {"modality": dataset.modality, "sample_weight": 1.0,
-                               "intensity_aug_prob": dataset.intensity_aug_prob, "source": dataset.source,
-                               **dict(dataset.geometry)}
-                for dataset in DATASETS}
+    datasets = {
+        dataset.name: {
+            "modality": dataset.modality,
+            "sample_weight": 1.0,
+            "intensity_aug_prob": dataset.intensity_aug_prob,
+            "source": dataset.source,
+            **dict(dataset.geometry),
+        }
+        for dataset in DATASETS
+    }
     return {
         "description": "Built-in sample suite (scripts.sample_suite): real pyradiomics and mricron-data cases plus the "
-                       f"synthetic PET phantom. Task ids from {PUBLISHED_NUM_TASKS} upwards in a fixed order.",
-        "datasets": datasets, "tasks": task_entries(),
+        f"synthetic PET phantom. Task ids from {PUBLISHED_NUM_TASKS} upwards in a fixed order.",
+        "datasets": datasets,
+        "tasks": task_entries(),
     }
 
 
@@ -149,7 +190,12 @@ def sample_datalist() -> dict[str, Any]:
 
 def recipe_digest() -> str:
     """Fingerprint of what the code would write, so an edit to the catalogue or the drawing rebuilds the cache."""
-    recipe = {"version": SUITE_VERSION, "registry": sample_registry(), "datalist": sample_datalist(),
-              "aal_groups": AAL_GROUPS, "packages": [PYRADIOMICS_ARCHIVE, PYRADIOMICS_SHA256, MRICRON_PACKAGE],
-              "pet": [SYNTHETIC_PET_CASES, PET_SEED, DRAWING_VERSION]}
+    recipe = {
+        "version": SUITE_VERSION,
+        "registry": sample_registry(),
+        "datalist": sample_datalist(),
+        "aal_groups": AAL_GROUPS,
+        "packages": [PYRADIOMICS_ARCHIVE, PYRADIOMICS_SHA256, MRICRON_PACKAGE],
+        "pet": [SYNTHETIC_PET_CASES, PET_SEED, DRAWING_VERSION],
+    }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

@@ -36,8 +36,9 @@ def read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if header.get("space") not in NRRD_SPACES:
         raise SampleDataError(f"{path}: unsupported NRRD space {header.get('space')!r} (expected one of {NRRD_SPACES})")
     array, meta = NrrdReader(dtype=loaded.array.dtype).get_data(loaded)
-    return np.asarray(array), _checked_affine(meta["affine"], path, "'space directions' must be three finite, "
-                                                                    "independent 3-vectors")
+    return np.asarray(array), _checked_affine(
+        meta["affine"], path, "'space directions' must be three finite, " "independent 3-vectors"
+    )
 
 
 def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +62,9 @@ def _same_grid(label: np.ndarray, label_affine: np.ndarray, image: np.ndarray, i
     return label.shape == image.shape and np.allclose(label_affine, image_affine, atol=1e-4)
 
 
-def convert_nrrd_pair(image_path: Path, label_path: Path, image_out: Path, label_out: Path,
-                      label_values: dict[int, int]) -> None:
+def convert_nrrd_pair(
+    image_path: Path, label_path: Path, image_out: Path, label_out: Path, label_values: dict[int, int]
+) -> None:
     """Write a NRRD image/label pair as NIfTI (image keeps its type, label uint8 remapped by ``label_values``).
 
     Nothing is written unless both files read, share one grid and the label has only the expected values.

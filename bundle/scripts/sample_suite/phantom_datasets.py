@@ -45,17 +45,22 @@ def phantom_registry() -> dict[str, Any]:
     tasks, datasets, next_id = [], {}, PHANTOM_TASK_ID_START
     for dataset, annotated in PHANTOM_DATASETS.items():
         # organ datasets: the published abdominal crop (labels' box + 20 voxels at 1.5 mm, scripts.data.spatial)
-        datasets[dataset] = {"modality": "ct", "sample_weight": 1.0, "intensity_aug_prob": 0.1,
-                             "source": "synthetic (seeded CT-like phantom, scripts.phantoms)",
-                             "crop_margin": [20, 20, 20]}
+        datasets[dataset] = {
+            "modality": "ct",
+            "sample_weight": 1.0,
+            "intensity_aug_prob": 0.1,
+            "source": "synthetic (seeded CT-like phantom, scripts.phantoms)",
+            "crop_margin": [20, 20, 20],
+        }
         for structure, label in sorted(annotated.items(), key=lambda item: item[1]):
             tasks.append({"id": next_id, "dataset": dataset, "name": PHANTOM_TASK_NAMES[structure], "label": label})
             next_id += 1
     return {
         "description": "Synthetic CT-like phantoms for learning checks. Both datasets' images contain an ellipsoid "
-                       "organ and a box lesion; synthetic_phantom_a annotates only the organ, synthetic_phantom_b "
-                       "the box and a sphere marker drawn only in its images.",
-        "datasets": datasets, "tasks": tasks,
+        "organ and a box lesion; synthetic_phantom_a annotates only the organ, synthetic_phantom_b "
+        "the box and a sphere marker drawn only in its images.",
+        "datasets": datasets,
+        "tasks": tasks,
     }
 
 
@@ -75,8 +80,14 @@ def _complete(root: Path, params: dict[str, Any], outputs: list[str]) -> bool:
     return recorded == params and all(Path(path).is_file() for path in outputs)
 
 
-def make_phantom_datasets(root: str | os.PathLike, n_cases: int = 4, size: int | tuple[int, int, int] = 32,
-                          seed: int = 0, n_holdout: int = 2, spacing: float = 1.5) -> dict[str, Any]:
+def make_phantom_datasets(
+    root: str | os.PathLike,
+    n_cases: int = 4,
+    size: int | tuple[int, int, int] = 32,
+    seed: int = 0,
+    n_holdout: int = 2,
+    spacing: float = 1.5,
+) -> dict[str, Any]:
     """Write the two synthetic CT phantom datasets under ``root``; return {"root", "datalist", "task_registry",
     "structure_labels"}.
 
@@ -90,10 +101,20 @@ def make_phantom_datasets(root: str | os.PathLike, n_cases: int = 4, size: int |
         raise SetupError(f"n_cases and n_holdout must be >= 1; got {n_cases}, {n_holdout}")
     root = Path(root).expanduser().resolve()
     shape = phantom_shape(size)
-    params = {"version": [DRAWING_VERSION, LAYOUT_VERSION], "n_cases": n_cases, "size": list(shape), "seed": seed,
-              "n_holdout": n_holdout, "spacing": spacing}
-    result = {"root": str(root), "datalist": str(root / DATALIST_FILE), "task_registry": str(root / REGISTRY_FILE),
-              "structure_labels": dict(PHANTOM_STRUCTURES)}
+    params = {
+        "version": [DRAWING_VERSION, LAYOUT_VERSION],
+        "n_cases": n_cases,
+        "size": list(shape),
+        "seed": seed,
+        "n_holdout": n_holdout,
+        "spacing": spacing,
+    }
+    result = {
+        "root": str(root),
+        "datalist": str(root / DATALIST_FILE),
+        "task_registry": str(root / REGISTRY_FILE),
+        "structure_labels": dict(PHANTOM_STRUCTURES),
+    }
     claim_folder(root, PHANTOM_MARKER, "synthetic phantom")
     if _complete(root, params, [result["datalist"], result["task_registry"]]):
         return result
@@ -104,8 +125,12 @@ def make_phantom_datasets(root: str | os.PathLike, n_cases: int = 4, size: int |
             rng = np.random.default_rng([seed, dataset_index, case_index])
             image, structures, affine = make_ct_phantom(rng, shape, spacing, with_marker="marker" in annotated)
             stem = f"{dataset}/case{case_index:03d}"
-            item = {"image": f"{stem}_image.nii.gz", "label": f"{stem}_label.nii.gz", "dataset": dataset,
-                    "structures": f"{stem}_structures.nii.gz"}
+            item = {
+                "image": f"{stem}_image.nii.gz",
+                "label": f"{stem}_label.nii.gz",
+                "dataset": dataset,
+                "structures": f"{stem}_structures.nii.gz",
+            }
             write_nifti(root / item["image"], image, affine, np.float32)
             write_nifti(root / item["label"], phantom_label(structures, annotated), affine, np.uint8)
             write_nifti(root / item["structures"], structures, affine, np.uint8)

@@ -21,8 +21,14 @@ from typing import IO
 
 from ..io.atomic import atomic_write
 from ..io.files import sha256_of
-from .catalogue import (MRICRON_FILES, MRICRON_PACKAGE, MRICRON_TEMPLATES, PYRADIOMICS_ARCHIVE, PYRADIOMICS_SHA256,
-                        PYRADIOMICS_VERSION)
+from .catalogue import (
+    MRICRON_FILES,
+    MRICRON_PACKAGE,
+    MRICRON_TEMPLATES,
+    PYRADIOMICS_ARCHIVE,
+    PYRADIOMICS_SHA256,
+    PYRADIOMICS_VERSION,
+)
 from .errors import SampleDataError
 
 PYPI = "PyPI"
@@ -48,8 +54,10 @@ def verify_pyradiomics(archive: Path) -> Path:
     """Raise ``SampleDataError`` unless ``archive`` has the published sha256 of the pinned source tarball."""
     digest = sha256_of(archive)
     if digest != PYRADIOMICS_SHA256:
-        raise SampleDataError(f"{archive}: sha256 {digest} is not that of pyradiomics {PYRADIOMICS_VERSION} "
-                              f"({PYRADIOMICS_SHA256}); delete the file to download it again")
+        raise SampleDataError(
+            f"{archive}: sha256 {digest} is not that of pyradiomics {PYRADIOMICS_VERSION} "
+            f"({PYRADIOMICS_SHA256}); delete the file to download it again"
+        )
     return archive
 
 
@@ -60,18 +68,33 @@ def download_pyradiomics(cache: Path) -> Path:
         return verify_pyradiomics(archive)
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
-                   "--disable-pip-version-check", f"pyradiomics=={PYRADIOMICS_VERSION}", "-d", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            f"pyradiomics=={PYRADIOMICS_VERSION}",
+            "-d",
+            tmp,
+        ]
         try:
             run_download(command, PYRADIOMICS_WHAT, PYPI, cache)
         except SampleDataError as err:
-            raise SampleDataError(f"{err} (pip runs the tarball's setup.py with the installed numpy and setuptools; "
-                                  "`pip install numpy setuptools`, or the repository's requirements.txt, provides "
-                                  "both)") from err.__cause__
+            raise SampleDataError(
+                f"{err} (pip runs the tarball's setup.py with the installed numpy and setuptools; "
+                "`pip install numpy setuptools`, or the repository's requirements.txt, provides "
+                "both)"
+            ) from err.__cause__
         downloaded = Path(tmp) / PYRADIOMICS_ARCHIVE
         if not downloaded.is_file():
-            raise SampleDataError(f"could not download {PYRADIOMICS_WHAT} from {PYPI}: pip wrote no "
-                                  f"{PYRADIOMICS_ARCHIVE}")
+            raise SampleDataError(
+                f"could not download {PYRADIOMICS_WHAT} from {PYPI}: pip wrote no " f"{PYRADIOMICS_ARCHIVE}"
+            )
         verify_pyradiomics(downloaded)
         atomic_write(archive, lambda target: os.replace(downloaded, target))
     return archive
@@ -91,8 +114,9 @@ def download_mricron_data(cache: Path) -> Path:
         except SampleDataError as err:
             if not re.search(r"Unable to locate|no candidate|Can't select", str(err)):
                 raise
-            run_download(["apt-get", "update"], f"{MRICRON_WHAT} (package lists; apt-get update needs root)", DEBIAN,
-                         Path(tmp))
+            run_download(
+                ["apt-get", "update"], f"{MRICRON_WHAT} (package lists; apt-get update needs root)", DEBIAN, Path(tmp)
+            )
             run_download(command, MRICRON_WHAT, DEBIAN, Path(tmp))
         debs = sorted(Path(tmp).glob(f"{MRICRON_PACKAGE}_*.deb"))
         if not debs:
@@ -110,12 +134,13 @@ def extract_pyradiomics_cases(archive: Path, dest: Path, cases: tuple[str, ...])
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
-                name = member.name[len(prefix):] if member.name.startswith(prefix) else None
+                name = member.name[len(prefix) :] if member.name.startswith(prefix) else None
                 if name not in wanted or not member.isfile():
                     continue
                 source = tar.extractfile(member)
-                written[name] = atomic_write(dest / Path(name).name,
-                                             lambda tmp, source=source: _copy_stream(source, tmp))
+                written[name] = atomic_write(
+                    dest / Path(name).name, lambda tmp, source=source: _copy_stream(source, tmp)
+                )
     except (tarfile.TarError, OSError, EOFError) as err:
         raise SampleDataError(f"{archive}: cannot read the pyradiomics source tarball ({err})") from err
     missing = sorted(wanted - set(written))

@@ -15,5 +15,17 @@ One job per module:
 
 from . import batch, checkpoints, dice_metric, ema, export, lamb, losses, resume, rng, run_folder, schedule, validation
 
-__all__ = ["batch", "checkpoints", "dice_metric", "ema", "export", "lamb", "losses", "resume", "rng", "run_folder",
-           "schedule", "validation"]
+__all__ = [
+    "batch",
+    "checkpoints",
+    "dice_metric",
+    "ema",
+    "export",
+    "lamb",
+    "losses",
+    "resume",
+    "rng",
+    "run_folder",
+    "schedule",
+    "validation",
+]

@@ -51,8 +51,10 @@ class HermesPrepareBatch(PrepareBatch):
         names = [names] * batch_size if isinstance(names, str) else [str(name) for name in names]
         unknown = sorted({name for name in names if name not in self._index})
         if unknown or len(names) != batch_size:
-            raise ValueError(f"batch datasets {names} do not fit the batch of {batch_size} or the task registry "
-                             f"(unknown: {unknown})")
+            raise ValueError(
+                f"batch datasets {names} do not fit the batch of {batch_size} or the task registry "
+                f"(unknown: {unknown})"
+            )
         return torch.tensor([self._index[name] for name in names], dtype=torch.long)
 
     def __call__(
@@ -64,8 +66,10 @@ class HermesPrepareBatch(PrepareBatch):
     ) -> tuple[torch.Tensor, HermesTargets, tuple[torch.Tensor, torch.Tensor], dict]:
         missing = [key for key in BATCH_KEYS if key not in batchdata]
         if missing:
-            raise KeyError(f"batch lacks keys {missing}; items from scripts.data.datalist.read_datalist through the "
-                           "Hermes transforms and pad_tasks_collate carry them")
+            raise KeyError(
+                f"batch lacks keys {missing}; items from scripts.data.datalist.read_datalist through the "
+                "Hermes transforms and pad_tasks_collate carry them"
+            )
         image = _plain(batchdata["image"], device, non_blocking, **kwargs)
         label = _plain(batchdata["label"], device, non_blocking).float()
         task_index = _plain(batchdata["task_index"], device, non_blocking).long()

@@ -84,8 +84,9 @@ class RunCheckpointSaver(CheckpointSaver):
         kwargs: what MONAI's saver takes to decide when to save.
     """
 
-    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], filename: str, evaluator: Engine | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, save_dir: str, save_dict: Mapping[str, Any], filename: str, evaluator: Engine | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(save_dir=save_dir, save_dict=dict(save_dict), **kwargs)
         self.evaluator = evaluator
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
@@ -107,8 +108,9 @@ class RunCheckpointSaver(CheckpointSaver):
 class LatestCheckpointSaver(RunCheckpointSaver):
     """``latest.pt`` every ``save_interval`` epochs, and at the end if the last epoch was not saved."""
 
-    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], save_interval: int = 1,
-                 evaluator: Engine | None = None) -> None:
+    def __init__(
+        self, save_dir: str, save_dict: Mapping[str, Any], save_interval: int = 1, evaluator: Engine | None = None
+    ) -> None:
         super().__init__(save_dir, save_dict, LATEST, evaluator, save_interval=max(int(save_interval), 1), n_saved=1)
 
     def attach_events(self, engine: Engine) -> None:
@@ -131,8 +133,15 @@ class BestCheckpointSaver(RunCheckpointSaver):
     """
 
     def __init__(self, save_dir: str, save_dict: Mapping[str, Any], evaluator: Engine) -> None:
-        super().__init__(save_dir, save_dict, BEST, evaluator, save_key_metric=True, key_metric_filename=BEST,
-                         key_metric_greater_or_equal=True)
+        super().__init__(
+            save_dir,
+            save_dict,
+            BEST,
+            evaluator,
+            save_key_metric=True,
+            key_metric_filename=BEST,
+            key_metric_greater_or_equal=True,
+        )
 
     def attach_events(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_if_improved)

@@ -52,8 +52,9 @@ class PerTaskDice(CumulativeIterationMetric):
     def __call__(self, y_pred: Any, y: Any = None, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
         """Add one batch (MONAI's list handling would split the targets tuple into samples)."""
         if y is None or len(y) != 4:
-            raise ValueError("PerTaskDice needs the batch's HermesTargets (label, task_index, modality_index, "
-                             "dataset_index) as y")
+            raise ValueError(
+                "PerTaskDice needs the batch's HermesTargets (label, task_index, modality_index, " "dataset_index) as y"
+            )
         scores, present = self._compute_tensor(convert_to_tensor(y_pred, track_meta=False), y)
         self.extend(scores, present)
         return scores
@@ -116,8 +117,11 @@ class PerTaskDiceHandler(IgniteMetricHandler):
     """
 
     def __init__(self, registry: TaskRegistry, threshold: float = 0.5) -> None:
-        super().__init__(metric_fn=PerTaskDice(registry, threshold), output_transform=from_engine(["pred", "label"]),
-                         save_details=False)
+        super().__init__(
+            metric_fn=PerTaskDice(registry, threshold),
+            output_transform=from_engine(["pred", "label"]),
+            save_details=False,
+        )
 
     def completed(self, engine: Engine, name: str) -> None:
         super().completed(engine, name)

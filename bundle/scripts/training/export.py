@@ -33,8 +33,10 @@ def check_export_target(destination: str | os.PathLike, overwrite: bool) -> None
     """Refuse now an export that would be refused after training: ``destination`` exists and ``overwrite`` is off."""
     path = Path(destination)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists and --export_to_bundle would replace it after training; pass "
-                                "--overwrite true, or another --export_path")
+        raise OutputExistsError(
+            f"{path} already exists and --export_to_bundle would replace it after training; pass "
+            "--overwrite true, or another --export_path"
+        )
     if path.is_dir():
         raise OutputExistsError(f"--export_path {path} is a folder; give the weights file to write")
 
@@ -50,8 +52,9 @@ def run_weights(checkpoint_path: str | os.PathLike) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{checkpoint_path}: not a run checkpoint (no {' or '.join(WEIGHT_KEYS)})")
 
 
-def export_run_weights(checkpoint_path: str | os.PathLike, destination: str | os.PathLike, registry: TaskRegistry,
-                       overwrite: bool = False) -> str | None:
+def export_run_weights(
+    checkpoint_path: str | os.PathLike, destination: str | os.PathLike, registry: TaskRegistry, overwrite: bool = False
+) -> str | None:
     """Write the checkpoint's EMA weights to ``destination`` and ``<destination stem>.tasks.json`` beside it.
 
     Rank 0 only (None on other ranks). The weights file is written atomically and never replaces an existing file

@@ -36,10 +36,15 @@ def check_fits(module: nn.Module, weights: Any, source: str) -> None:
     unexpected = [name for name in weights if name not in expected]
     wrong = [name for name in expected if name in weights and tuple(weights[name].shape) != tuple(expected[name].shape)]
     if missing or unexpected or wrong:
-        detail = "; ".join(f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}" for what, names in
-                           (("missing", missing), ("unexpected", unexpected), ("other shape", wrong)) if names)
-        raise CheckpointError(f"{source}: does not fit the configured network ({detail}); resume with the settings "
-                              "the run was started with (network_def, task registry)")
+        detail = "; ".join(
+            f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+            for what, names in (("missing", missing), ("unexpected", unexpected), ("other shape", wrong))
+            if names
+        )
+        raise CheckpointError(
+            f"{source}: does not fit the configured network ({detail}); resume with the settings "
+            "the run was started with (network_def, task registry)"
+        )
 
 
 class ResumeFromCheckpoint:
@@ -52,8 +57,9 @@ class ResumeFromCheckpoint:
         evaluator: gets its best metric and epoch back (None: not restored).
     """
 
-    def __init__(self, load_path: str | os.PathLike, load_dict: Mapping[str, Any], evaluator: Engine | None = None
-                 ) -> None:
+    def __init__(
+        self, load_path: str | os.PathLike, load_dict: Mapping[str, Any], evaluator: Engine | None = None
+    ) -> None:
         self.load_path = Path(load_path)
         self.load_dict = dict(load_dict)
         self.evaluator = evaluator
@@ -62,8 +68,10 @@ class ResumeFromCheckpoint:
             raise CheckpointError(f"{self.load_path}: holds a {type(checkpoint).__name__}, not a training checkpoint")
         missing = [key for key in [*self.load_dict, "epoch", "iteration"] if checkpoint.get(key) is None]
         if missing:
-            raise CheckpointError(f"{self.load_path}: lacks {', '.join(missing)}; only a latest.pt of this bundle's "
-                                  "training can be resumed")
+            raise CheckpointError(
+                f"{self.load_path}: lacks {', '.join(missing)}; only a latest.pt of this bundle's "
+                "training can be resumed"
+            )
         for key, target in self.load_dict.items():
             if isinstance(target, nn.Module):
                 check_fits(target, checkpoint[key], f"{self.load_path} ({key})")
@@ -72,8 +80,10 @@ class ResumeFromCheckpoint:
     def attach(self, engine: Engine) -> None:
         epoch, limit = int(self.checkpoint["epoch"]), engine.state.max_epochs
         if limit is not None and epoch >= limit:
-            raise SetupError(f"{self.load_path} is at epoch {epoch}, not below --max_epochs {limit}; raise "
-                             "--max_epochs to train further")
+            raise SetupError(
+                f"{self.load_path} is at epoch {epoch}, not below --max_epochs {limit}; raise "
+                "--max_epochs to train further"
+            )
         progress = progress_entries(engine, self.evaluator)
         self.load_dict.update({key: entry for key, entry in progress.items() if key in self.checkpoint})
         engine.add_event_handler(Events.STARTED, self)

@@ -26,8 +26,13 @@ from monai.transforms import Transform
 def _pack(state: tuple) -> dict[str, Any]:
     """A numpy ``RandomState.get_state()`` tuple as tensors and numbers."""
     kind, keys, position, has_gauss, cached = state
-    return {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "position": int(position),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {
+        "kind": str(kind),
+        "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def _unpack(saved: Mapping[str, Any]) -> tuple:
@@ -85,8 +90,10 @@ class RandomStates:
     def load_state_dict(self, saved: Mapping[str, Any]) -> None:
         states = transform_random_states(self.transforms)
         if len(states) != len(saved["transforms"]):
-            raise ValueError(f"the training transforms draw from {len(states)} random states, the checkpoint saved "
-                             f"{len(saved['transforms'])}; the transform chain changed since it was written")
+            raise ValueError(
+                f"the training transforms draw from {len(states)} random states, the checkpoint saved "
+                f"{len(saved['transforms'])}; the transform chain changed since it was written"
+            )
         torch.set_rng_state(saved["torch"])
         if saved.get("cuda") and torch.cuda.is_available() and len(saved["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(saved["cuda"])

@@ -71,12 +71,16 @@ def resolve_run_dir(runs_root: str | os.PathLike, run_name: str, resume: bool = 
     run_dir = Path(runs_root) / name
     if resume:
         if not (run_dir / LATEST).is_file():
-            raise RunFolderError(f"--resume true: {run_dir / LATEST} does not exist; nothing to resume (train without "
-                                 "--resume, or name the run with --run_name)")
+            raise RunFolderError(
+                f"--resume true: {run_dir / LATEST} does not exist; nothing to resume (train without "
+                "--resume, or name the run with --run_name)"
+            )
         return str(run_dir)
     existing = [checkpoint for checkpoint in CHECKPOINT_NAMES if (run_dir / checkpoint).exists()]
     if existing:
-        raise RunFolderError(f"run folder {run_dir} already holds {', '.join(existing)}; pass --resume true to "
-                             "continue it, or choose another --run_name")
+        raise RunFolderError(
+            f"run folder {run_dir} already holds {', '.join(existing)}; pass --resume true to "
+            "continue it, or choose another --run_name"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     return str(run_dir)
