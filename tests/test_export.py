@@ -8,6 +8,7 @@ check is 128³); on 2 CPU cores tracing and ONNX conversion take about a minute 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -144,8 +145,8 @@ def test_setup_errors_come_before_any_work(tmp_path: Path, monkeypatch: pytest.M
         hermes_export.export(weights, "tflite")
     with pytest.raises(SetupError, match="--check_size: 100 is not a multiple of 16"):
         hermes_export.export(weights, "pt2", check_size=100)
-    real_find_spec = hermes_export.importlib.util.find_spec
-    monkeypatch.setattr(hermes_export.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name: None if name == "onnxscript" else real_find_spec(name))
     with pytest.raises(SetupError, match=r"needs the package onnxscript: pip install .*onnxscript==0\.7\.2"):
         hermes_export.export(weights, "onnx")

@@ -1,0 +1,7 @@
+"""``python -m scripts.export``."""
+
+import sys
+
+from .command import main
+
+sys.exit(main())
