@@ -50,6 +50,27 @@ def build_network(config_file: str | None, overrides: Mapping[str, int], backbon
     return backbone_class(backbone)(**overrides)
 
 
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """The size options of both backbones, for every command that builds a network for a weights file."""
+    for name in NETWORK_OPTIONS:
+        parser.add_argument(f"--{name}", type=int, help=f"override the network's {name}")
+    for name, count in MEDFORMER_OPTIONS.items():
+        values = f" ({count} values)" if count > 1 else ""
+        parser.add_argument(
+            f"--{name}",
+            type=int,
+            nargs=None if count == 1 else count,
+            help=f"Hermes-M only: override the network's {name}{values}",
+        )
+
+
+def network_overrides(args: argparse.Namespace) -> dict[str, int]:
+    """The size options given on the command line (the rest stays at the release size)."""
+    return {
+        name: getattr(args, name) for name in (*NETWORK_OPTIONS, *MEDFORMER_OPTIONS) if getattr(args, name) is not None
+    }
+
+
 def convert(
     source: str | Path,
     destination: str | Path,
@@ -99,23 +120,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=sorted(BACKBONE_NAMES),
         help="r = Hermes-R, m = Hermes-M (default: recognised from the tensor names)",
     )
-    for name in NETWORK_OPTIONS:
-        parser.add_argument(f"--{name}", type=int, help=f"override the network's {name}")
-    for name, count in MEDFORMER_OPTIONS.items():
-        values = f" ({count} values)" if count > 1 else ""
-        parser.add_argument(
-            f"--{name}",
-            type=int,
-            nargs=None if count == 1 else count,
-            help=f"Hermes-M only: override the network's {name}{values}",
-        )
+    add_network_options(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    options = (*NETWORK_OPTIONS, *MEDFORMER_OPTIONS)
-    overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
+    overrides = network_overrides(args)
     written = convert(
         args.source, args.destination, args.state, args.overwrite, args.config_file, args.backbone, **overrides
     )

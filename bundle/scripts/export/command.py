@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..checkpoint_names import BACKBONE_NAMES
-from ..convert_checkpoint import MEDFORMER_OPTIONS, NETWORK_OPTIONS, build_network
+from ..convert_checkpoint import MEDFORMER_OPTIONS, add_network_options, build_network, network_overrides
 from ..errors import SetupError
 from ..io.atomic import OutputExistsError, atomic_write
 from ..registry import TaskRegistry, as_path_list, companions_of
@@ -176,23 +176,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="extra task registry files (the weights' <stem>.tasks.json is read by itself)",
     )
-    for name in NETWORK_OPTIONS:
-        parser.add_argument(f"--{name}", type=int, help=f"override the network's {name}")
-    for name, count in MEDFORMER_OPTIONS.items():
-        values = f" ({count} values)" if count > 1 else ""
-        parser.add_argument(
-            f"--{name}",
-            type=int,
-            nargs=None if count == 1 else count,
-            help=f"Hermes-M only: override the network's {name}{values}",
-        )
+    add_network_options(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    options = (*NETWORK_OPTIONS, *MEDFORMER_OPTIONS)
-    overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
+    overrides = network_overrides(args)
     export(
         args.weights,
         args.format,
