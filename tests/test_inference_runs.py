@@ -6,6 +6,7 @@ Weights are a tiny random HermesResUNet (base_channels 4) and the window is 32^3
 
 from __future__ import annotations
 
+import gc
 import gzip
 import hashlib
 import json
@@ -365,6 +366,22 @@ def test_setup_errors_and_overwrite_protection(scans, weights, tmp_path, capsys)
     assert (tmp_path / "out" / "case_seg.nii.gz").read_bytes() == before
     status, text = run_in_process(capsys, **common, modality="ct", tasks="liver", overwrite=True)
     assert status == 0 and json.loads((tmp_path / "out" / "case_seg.json").read_text())["labels"]["1"]["name"] == "liver"
+
+
+def test_a_run_that_fails_after_claiming_the_folder_lets_go_of_it(scans, weights, tmp_path, capsys):
+    """The weights are loaded after the output folder is locked: a run stopped there must not keep the lock (a later
+    run in the same process, as in a notebook, would otherwise be told the folder is in use)."""
+    hu, affine = scans["ct"]
+    common = {"input": str(save_nifti(tmp_path / "case.nii.gz", hu, affine)), "output_dir": str(tmp_path / "out"),
+              "modality": "ct", "tasks": "liver"}
+    gc.disable()  # the failed run's objects stay alive, as they may in any process (tracebacks, cycles)
+    try:
+        status, text = run_in_process(capsys, **common, ckpt_path=str(tmp_path / "absent.pt"))
+        assert status == 1 and "absent.pt" in text and (tmp_path / "out" / ".hermes.lock").exists()
+        status, text = run_in_process(capsys, **common, ckpt_path=str(weights["plain"]))
+    finally:
+        gc.enable()
+    assert status == 0 and "Summary: 1 done" in text, text[-2000:]
 
 
 def test_datalist_item_names_its_modality(scans, weights, tmp_path, capsys):

@@ -6,6 +6,7 @@ Each iteration hands one case (a dict naming its input) to a *step*, an object w
 - ``__call__(case) -> str``: processes one case and returns the line printed for it; any exception fails only
   that case, ``AlreadyComplete`` skips it;
 - ``complete(engine)``: runs once after the last case (write tables, put numbers into ``engine.state.metrics``);
+- ``release()``: lets go of what ``prepare`` took (the output folder's lock) however the run ended;
 - ``continue_hint``: what to type to finish an interrupted batch.
 Because it is an ignite engine with a ``handlers`` list, MONAI's ``--tracking mlflow`` attaches to it like to any
 evaluator. Exit status: 1 when the setup or any case failed, 130 after Ctrl-C (with the summary of what finished).
@@ -41,6 +42,9 @@ class CaseStep(Protocol):
 
     def complete(self, engine: Any) -> None:
         """Finishes the run (tables, summaries) after the last case."""
+
+    def release(self) -> None:
+        """Lets go of what ``prepare`` took (the output folder's lock), however the run ended."""
 
 
 @dataclass
@@ -143,6 +147,12 @@ class CaseEngine(Workflow):
 
     def run(self) -> RunSummary:  # type: ignore[override]
         """Process every case, print a line per case and the summary. Never raises for a bad case or setting."""
+        try:
+            return self._run_cases()
+        finally:  # a failed setup or Ctrl-C too: a later run in this process must find the folder free
+            self.step.release()
+
+    def _run_cases(self) -> RunSummary:
         started = time.perf_counter()
         try:
             self.summary.say(self.step.prepare())

@@ -124,6 +124,8 @@ class EvaluateCase:
                 if not math.isnan(entry[f"{space}_dice"]):
                     engine.state.metrics[f"mean_dice_{space}/{dataset}"] = float(entry[f"{space}_dice"])
         engine.summary.say(f"Results: {self.written['csv']}, {self.written['markdown']}")
+
+    def release(self) -> None:
         self.folder.release()
         if self.prediction_writer is not None:
             self.prediction_writer.folder.release()

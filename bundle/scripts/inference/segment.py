@@ -60,6 +60,9 @@ class SegmentCase:
         return f"Segmenting into {self.writer.output_dir} {self.prediction.describe()}"
 
     def complete(self, engine: Any) -> None:
+        """Nothing to add after the last case: each case's files are complete when it is done."""
+
+    def release(self) -> None:
         self.writer.folder.release()
 
     def __call__(self, case: dict[str, Any]) -> str:
