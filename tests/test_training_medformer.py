@@ -172,7 +172,7 @@ def test_overlay_learns_every_task_of_partially_labelled_phantoms(tmp_path: Path
     configs = [str(BUNDLE_ROOT / c) for c in M_CONFIGS] + [str(write_test_size_overlay(tmp_path))]
     started = time.perf_counter()
     run_training("--datalist", phantoms["datalist"], "--runs_root", str(tmp_path / "runs"), "--run_name", "learn",
-                 *TINY, *LEARNING, configs=tuple(configs))
+                 *TINY, *LEARNING, configs=tuple(configs), timeout=2400)
     seconds = time.perf_counter() - started
     monkeypatch.chdir(BUNDLE_ROOT)
     dice = phantom_dice(configs, phantoms, load(tmp_path / "runs" / "learn" / "final.pt")["ema_model_state_dict"])
