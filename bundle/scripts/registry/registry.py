@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import SetupError
 from ..io.files import write_json
-from .files import RegistryContent, Task, TaskRegistryError, merge_extra, read_base
+from .files import RegistryContent, Task, merge_extra, read_base
 
 #: Prior rows of the published checkpoint (71 tasks + one reserved row); ids of user tasks start here.
 PUBLISHED_NUM_TASKS = 72
@@ -269,17 +269,3 @@ def as_path_list(value: Any) -> list[str]:
     if isinstance(value, (str, os.PathLike)):
         return [str(value)]
     return [str(v) for v in value if v]
-
-
-__all__ = [
-    "NULL_TASK",
-    "PUBLISHED_NUM_TASKS",
-    "Task",
-    "TaskRegistry",
-    "TaskRegistryError",
-    "as_path_list",
-    "companion_path",
-    "companions_of",
-    "normalize_task_name",
-    "slug",
-]
