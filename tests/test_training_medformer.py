@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import BUNDLE_ROOT
-from test_training import TINY, load, run_training
+from test_training import PHANTOM_SPACING, TINY, load, phantom_dice, run_training
 
 M_CONFIGS = ("configs/train.json", "configs/hermes_m.json")
 
@@ -115,16 +115,15 @@ def test_inference_with_hermes_m_weights_on_a_sample_ct(resumed: dict, sample_su
     assert [sidecar["labels"][k]["name"] for k in ("1", "2")] == ["synthetic ellipsoid organ", "liver"]
 
 
-# ------------------------------------------------------------------------------ learning (SLOW, opt-in, last)
-#: A test-size Hermes-M: one attention block per fusion site, 2³-token maps, one fusion layer, expansion 2 (the fixture's
-#: shape). At base 8 the release depth (2, 4, 8, 4, 2) learns the phantoms too slowly for any test: Dice 0.47 / 0.33 /
-#: 0.97 after 480 iterations (~9 min), where Hermes-R passes.
+# ------------------------------------------------------------------------------------------ learning (slow, last)
+#: A test-size Hermes-M: one attention block per fusion site, 2³-token maps, one fusion layer, expansion 2 (the
+#: fixture's shape); the release depth (2, 4, 8, 4, 2 blocks) costs about twice as much per iteration at base 8.
 TEST_SIZE = {"attention_blocks": [1, 1, 1, 1, 1], "map_size": 2, "fusion_depth": 1, "expansion": 2}
-#: LAMB lr 5e-3 and EMA 0.9 as in Hermes-R's learning test; the overlay's recipe otherwise (no warm-up, decay 0.05).
-LEARNING = ["--max_epochs", "20", "--iterations_per_epoch", "40", "--val_interval", "20", "--learning_rate", "0.005",
-            "--ema_decay", "0.9", "--affine_prob", "0"]
-SLOW = pytest.mark.skipif(os.environ.get("HERMES_SLOW_TESTS") != "1",
-                          reason="SLOW (~10 min on 2 CPU cores): Hermes-M phantom learning runs with HERMES_SLOW_TESTS=1")
+#: The phantoms' own grid, LAMB lr 5e-3 and EMA 0.9 as in Hermes-R's learning test, 240 iterations; the overlay's
+#: recipe otherwise (0.5 main + 0.5 auxiliary loss, weight decay 0.05, no warm-up). On the demo's 3 mm grid (16³
+#: phantoms, boxes of a few voxels) the box lesion stayed below the bar even after 800 iterations.
+LEARNING = ["--spacing", json.dumps(PHANTOM_SPACING), "--max_epochs", "6", "--iterations_per_epoch", "40",
+            "--val_interval", "6", "--learning_rate", "0.005", "--ema_decay", "0.9", "--affine_prob", "0"]
 
 
 def write_test_size_overlay(folder: Path) -> Path:
@@ -137,42 +136,14 @@ def write_test_size_overlay(folder: Path) -> Path:
     return path
 
 
-def phantom_dice(configs: list[str], phantoms: dict, weights: dict) -> dict[str, float]:
-    """Held-out Dice per task of the given (EMA) weights, each sample in its dataset's context plus one null."""
-    from monai.bundle import ConfigParser
-    from monai.inferers import SlidingWindowInferer
-
-    from scripts.predict import WindowPredictor
-
-    parser = ConfigParser()
-    parser.read_config(configs)
-    parser.update({"datalist": phantoms["datalist"], "base_channels": 8})
-    registry = parser.get_parsed_content("task_registry")
-    network = parser.get_parsed_content("network_def").eval()
-    network.load_state_dict(weights)
-    predictor, inferer = WindowPredictor(network, amp=False), SlidingWindowInferer((32, 32, 32), 1, 0.25)
-    totals: dict[str, list[float]] = {}
-    with torch.no_grad():
-        for sample in parser.get_parsed_content("validate#dataset"):
-            task_ids = torch.as_tensor(sample["task_index"]).reshape(-1).tolist()
-            modality = torch.as_tensor(sample["modality_index"]).reshape(1)
-            predicted = (inferer(sample["image"][None], predictor, torch.tensor([task_ids + [-1]]), modality)[0] > 0.5)
-            truth = np.asarray(sample["label"]) > 0
-            for channel, task_id in enumerate(task_ids):
-                p, t = predicted[channel].numpy(), truth[channel]
-                totals.setdefault(registry.task_by_id(task_id).name, []).append(2 * (p & t).sum() / (p.sum() + t.sum()))
-    return {name: float(np.mean(values)) for name, values in totals.items()}
-
-
-@SLOW
 def test_overlay_learns_every_task_of_partially_labelled_phantoms(tmp_path: Path, phantoms: dict,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Hermes-M with the overlay's recipe (0.5 main + 0.5 auxiliary loss, weight decay 0.05, no warm-up): every task
-    reaches held-out Dice >= 0.8, the bar of Hermes-R's learning test (which needs 480 iterations, this one 800)."""
+    reaches held-out Dice >= 0.8, the bar of Hermes-R's learning test."""
     configs = [str(BUNDLE_ROOT / c) for c in M_CONFIGS] + [str(write_test_size_overlay(tmp_path))]
     started = time.perf_counter()
     run_training("--datalist", phantoms["datalist"], "--runs_root", str(tmp_path / "runs"), "--run_name", "learn",
-                 *TINY, *LEARNING, configs=tuple(configs), timeout=2400)
+                 *TINY, *LEARNING, configs=tuple(configs), timeout=1200)
     seconds = time.perf_counter() - started
     monkeypatch.chdir(BUNDLE_ROOT)
     dice = phantom_dice(configs, phantoms, load(tmp_path / "runs" / "learn" / "final.pt")["ema_model_state_dict"])
