@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,31 @@ def test_a_bad_switch_stops_a_real_run_with_one_line(tmp_path):
     assert "Traceback" in with_debug.stderr
     assert with_debug.stderr.strip().splitlines()[-1].startswith("error: --overwrite")
     assert not (tmp_path / "out").exists()  # nothing was done before the check
+
+
+def test_importing_the_package_leaves_the_interpreter_alone():
+    """A notebook, MONAI Label or the Model Zoo's verifier importing the network keeps its own tracebacks; the one-line
+    report belongs to the commands and workflows a user runs."""
+    probe = ("import sys, scripts, scripts.networks, scripts.predict, scripts.weights\n"
+             "print(sys.excepthook is sys.__excepthook__)\n"
+             "from scripts.cli import install_error_report\n"
+             "install_error_report()\n"
+             "print(sys.excepthook is sys.__excepthook__)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]
+
+
+def test_every_command_reports_a_failure_in_one_line(tmp_path):
+    """Each ``python -m scripts.<command>`` installs the report itself (nothing is installed on import any more)."""
+    missing = tmp_path / "missing.pt"
+    for command in (["scripts.convert_checkpoint", str(missing), str(tmp_path / "out.pt")],
+                    ["scripts.export", str(missing)]):
+        done = subprocess.run([sys.executable, "-m", *command], cwd=BUNDLE, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert done.returncode != 0, command
+        assert "Traceback" not in done.stderr, (command, done.stderr[-2000:])
+        assert done.stderr.strip().splitlines()[-1].startswith("error: "), (command, done.stderr[-2000:])
+        assert str(missing) in done.stderr.strip().splitlines()[-1], (command, done.stderr[-2000:])
 
 
 def test_logged_errors_carry_no_traceback_unless_debugging(capsys):

@@ -5,7 +5,9 @@ workflow goes through :func:`flag`, which accepts the usual words and rejects an
 
 A workflow that fails ends with one line naming the file or option and the problem (``error: ...``), not a traceback
 from deep inside MONAI; ``--debug true`` (or ``HERMES_DEBUG=1``) shows the traceback as well. The hook is installed
-when the ``scripts`` package is imported, which every bundle config does first.
+by what a user runs (the first ``initialize`` step of every workflow config, :func:`run_command` for the
+``python -m scripts....`` commands), never by importing the package: a notebook, MONAI Label or the Model Zoo's
+verifier importing ``scripts.networks`` keeps its own tracebacks.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -89,6 +92,12 @@ def install_error_report() -> None:
     if not _state["installed"]:
         sys.excepthook = report
         _state["installed"] = True
+
+
+def run_command(main: Callable[[], int]) -> None:
+    """``python -m scripts.<command>``: failures of ``main`` end in one line, and its return value is the exit code."""
+    install_error_report()
+    sys.exit(main())
 
 
 def warn(text: str) -> None:

@@ -16,13 +16,13 @@ directly; converting once saves the renaming at every start and gives a smaller 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from .checkpoint_names import BACKBONE_NAMES, backbone_of
+from .cli import run_command
 from .errors import SetupError
 from .io.atomic import OutputExistsError, atomic_torch_save
 from .io.checkpoints import load_weights_only
@@ -140,4 +140,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

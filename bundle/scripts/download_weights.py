@@ -20,14 +20,13 @@ MONAI's own errors; this command turns each failure into one line (``error: ...`
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .checkpoint_names import BACKBONE_NAMES, backbone_of, strip_wrappers
-from .cli import set_debug
+from .cli import run_command, set_debug
 from .errors import SetupError, error_chain, first_line
 from .weights import held_weights, read_weights_file, state_dict_of
 
@@ -211,4 +210,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

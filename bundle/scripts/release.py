@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .cli import flag, set_debug
+from .cli import flag, run_command, set_debug
 from .errors import SetupError
 from .io.atomic import atomic_write
 
@@ -205,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -1,7 +1,6 @@
 """``python -m scripts.export``."""
 
-import sys
-
+from ..cli import run_command
 from .command import main
 
-sys.exit(main())
+run_command(main)

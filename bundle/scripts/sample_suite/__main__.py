@@ -7,11 +7,10 @@ of uncaught errors); ``--debug true`` shows the traceback as well.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from ..cli import set_debug
+from ..cli import run_command, set_debug
 from .cache import ensure_sample_suite
 from .phantom_datasets import make_phantom_datasets
 
@@ -56,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)
