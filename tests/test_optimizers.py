@@ -169,3 +169,23 @@ def test_resumed_schedule_continues_at_its_position_with_the_new_length() -> Non
     optimizer2.step()
     longer.step()
     assert optimizer2.param_groups[0]["lr"] == pytest.approx(2e-3 * warmup_poly_factor(7, 2, 16))
+
+
+def test_a_parameter_kept_in_bfloat16_gets_the_float32_step_rounded() -> None:
+    """The multi-tensor step computes in float32 and writes a lower-precision parameter back in its own dtype."""
+    torch.manual_seed(0)
+    start = torch.randn(6, 4).to(torch.bfloat16)
+    grad = torch.randn(6, 4).to(torch.bfloat16)
+    low = torch.nn.Parameter(start.clone())
+    full = torch.nn.Parameter(start.float())
+    other = torch.nn.Parameter(torch.ones(3))  # a second tensor in the same group: the global clip spans both
+    for param, g in ((low, grad), (full, grad.float())):
+        param.grad = g.clone()
+    other.grad = torch.full((3,), 5.0)
+    Lamb([low, other], lr=1e-2, weight_decay=0.05).step()
+    other.data.fill_(1.0)
+    other.grad = torch.full((3,), 5.0)
+    Lamb([full, other], lr=1e-2, weight_decay=0.05).step()
+    assert low.dtype == torch.bfloat16
+    assert torch.equal(low.detach(), full.detach().to(torch.bfloat16))
+    assert not torch.equal(low.detach(), start)
