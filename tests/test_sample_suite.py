@@ -357,6 +357,35 @@ def test_a_users_folder_is_never_written_into(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_parallel_runs_claim_one_new_folder_together(tmp_path):
+    """torchrun ranks or parallel workers fetching the suite into one new folder at once: every claim succeeds (the
+    marker is created exclusively, first), and a user's file next to no marker is still refused."""
+    import threading
+
+    for attempt in range(20):
+        root = tmp_path / f"suite{attempt}"
+        barrier, refused = threading.Barrier(6), []
+
+        def claim(root=root, barrier=barrier, refused=refused):
+            barrier.wait()
+            try:
+                cache.claim_folder(root, cache.ROOT_MARKER, "sample-suite")
+            except SampleDataError as err:
+                refused.append(err)
+
+        threads = [threading.Thread(target=claim) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not refused, f"attempt {attempt}: {refused[0]}"
+        assert [p.name for p in root.iterdir()] == [cache.ROOT_MARKER]
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(SampleDataError, match="is a file, not a sample-suite folder"):
+        cache.claim_folder(tmp_path / "a_file", cache.ROOT_MARKER, "sample-suite")
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
 # ------------------------------------------------------------------------------------------ CT phantom datasets
 def _arrays(result: dict, section: str) -> list[dict[str, np.ndarray]]:
     root = Path(result["root"])

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..io.atomic import atomic_text
 from .catalogue import MANIFEST_FILE, SUITE_VERSION, recipe_digest, suite_paths
 from .errors import SampleDataError
 
@@ -30,15 +29,27 @@ def default_root() -> Path:
 
 
 def claim_folder(root: Path, marker: str, what: str) -> None:
-    """Create ``root`` and its ``marker``, or accept it if the marker is there; never take a user's non-empty folder."""
-    if (root / marker).is_file():
-        return
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    """Create ``root`` and its ``marker``, or accept it if the marker is there; never take a user's non-empty folder.
+
+    Safe when several processes claim one new folder at once (torchrun ranks, parallel test workers): the marker is
+    the first name anyone creates in the folder, created exclusively, so a folder seen non-empty without it is not ours.
+    """
+    if root.exists() and not root.is_dir():
+        raise SampleDataError(
+            f"{root} is a file, not a {what} folder; nothing was written: choose a new or empty folder"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    names = {entry.name for entry in root.iterdir()}
+    if names and marker not in names:
         raise SampleDataError(
             f"{root} is not empty and is not a {what} folder (it has no {marker}); nothing was "
             "written: choose a new or empty folder"
         )
-    atomic_text(root / marker, f"{what} folder written by hermes_universal_segmentation\n")
+    try:
+        with open(root / marker, "x", encoding="utf-8") as handle:
+            handle.write(f"{what} folder written by hermes_universal_segmentation\n")
+    except FileExistsError:
+        pass  # claimed by us earlier or by a parallel run a moment ago
 
 
 @contextlib.contextmanager
