@@ -57,17 +57,20 @@ def exported(bundle_root: Path, tiny: tuple[Path, HermesResUNet]) -> subprocess.
 
 
 def _expected(network: HermesResUNet, shape: tuple, tasks: list, modality: list) -> tuple:
+    """Inputs of one case and the eager network's (segmentation logits, modality logits) for them."""
     image = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
     task_index, modality_index = torch.tensor(tasks), torch.tensor(modality)
     with torch.no_grad():
-        expected = network(image, task_index, modality_index, return_modality_logits=False).numpy()
+        expected = tuple(o.numpy() for o in network(image, task_index, modality_index, return_modality_logits=True))
     return (image, task_index, modality_index), expected
 
 
-def _assert_close(got: np.ndarray, expected: np.ndarray) -> None:
-    assert got.shape == expected.shape
-    error, scale = float(np.abs(got - expected).max()), float(np.abs(expected).max())
-    assert error <= hermes_export.TOLERANCE * max(1.0, scale), (error, scale)
+def _assert_close(got: tuple, expected: tuple) -> None:
+    assert len(got) == len(expected) == 2
+    for name, g, e in zip(hermes_export.OUTPUT_NAMES, got, expected):
+        assert g.shape == e.shape, name
+        error, scale = float(np.abs(g - e).max()), float(np.abs(e).max())
+        assert error <= hermes_export.TOLERANCE * max(1.0, scale), (name, error, scale)
 
 
 def test_the_command_checks_both_exports_and_prints_the_error(
@@ -76,7 +79,9 @@ def test_the_command_checks_both_exports_and_prints_the_error(
     out = exported.stdout
     assert f"wrote {weights.with_suffix('.onnx')}" in out and f"wrote {weights.with_suffix('.pt2')}" in out
     assert "checked with onnxruntime" in out and "checked with torch.export.load" in out
-    assert out.count("2 tasks: max |export - eager|") == 2 and out.count("13 tasks: max |export - eager|") == 2
+    for output in ("seg_logits", "modality_logits"):  # both formats, both task lists, both outputs
+        assert out.count(f"2 tasks, {output}: max |export - eager|") == 2, out
+        assert out.count(f"13 tasks, {output}: max |export - eager|") == 2, out
     assert not any(p.name.startswith(".") for p in weights.parent.iterdir()), "a temporary file was left behind"
 
 
@@ -87,17 +92,21 @@ def test_onnx_matches_eager_for_other_task_counts_and_sizes(exported: subprocess
     weights, network = tiny
     session = onnxruntime.InferenceSession(str(weights.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image", "task_index", "modality_index"]
-    assert [o.name for o in session.get_outputs()] == ["seg_logits"]
+    assert [o.name for o in session.get_outputs()] == ["seg_logits", "modality_logits"]
     assert [i.shape for i in session.get_inputs()] == [["batch", 1, "depth", "height", "width"], ["batch", "tasks"],
                                                        ["batch"]]
     assert session.get_outputs()[0].shape == ["batch", "tasks", "depth", "height", "width"]
     record = json.loads(session.get_modelmeta().custom_metadata_map["hermes"])
+    # one modality class per prior row, and the file names each row's modality (-1: the last row)
+    assert session.get_outputs()[1].shape == ["batch", network.num_modalities]
+    assert len({row % network.num_modalities for row in record["modalities"].values()}) == network.num_modalities
+    assert set(record["outputs"]) == {"seg_logits", "modality_logits"}
     assert record["backbone"].startswith("Hermes-R") and {"id": 0, "dataset": "lits", "name": "liver", "label": 1} \
         in record["tasks"]
     for case in CASES:
         inputs, expected = _expected(network, *case)
-        got = session.run(None, dict(zip(("image", "task_index", "modality_index"), (t.numpy() for t in inputs))))[0]
-        _assert_close(got, expected)
+        got = session.run(None, dict(zip(("image", "task_index", "modality_index"), (t.numpy() for t in inputs))))
+        _assert_close(tuple(got), expected)
 
 
 def test_pt2_matches_eager_for_other_task_counts_and_sizes(exported: subprocess.CompletedProcess,
@@ -110,7 +119,7 @@ def test_pt2_matches_eager_for_other_task_counts_and_sizes(exported: subprocess.
     for case in CASES:
         inputs, expected = _expected(network, *case)
         with torch.no_grad():
-            _assert_close(module(*inputs).numpy(), expected)
+            _assert_close(tuple(o.numpy() for o in module(*inputs)), expected)
 
 
 def test_an_existing_export_is_never_replaced_unasked(bundle_root: Path, exported: subprocess.CompletedProcess,
@@ -166,13 +175,13 @@ def test_an_export_that_fails_the_check_is_not_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny: tuple[Path, HermesResUNet]) -> None:
     _, network = tiny
     windows = hermes_export.CheckWindows(network, 32)
-    off_by = 1e-3 * max(1.0, float(np.abs(windows.expected[1]).max()))  # 10 x the tolerance, on one voxel
+    off_by = 1e-3 * max(1.0, float(np.abs(windows.expected[1][0]).max()))  # 10 x the tolerance, on one voxel
 
     def runner(path: Path):
         def run(image, task_index, modality_index):
-            out = network(image, task_index, modality_index, return_modality_logits=False).detach().numpy().copy()
-            out.flat[7] += off_by
-            return out
+            seg, modality = (o.detach().numpy().copy() for o in network(image, task_index, modality_index))
+            seg.flat[7] += off_by
+            return seg, modality
         return run
 
     fake = hermes_export.Exporter(lambda program, path, metadata: path.write_bytes(b"model"), runner, lambda: "fake")

@@ -12,13 +12,14 @@ the task registry (with the ``<weights>.tasks.json`` companion beside the weight
 gives the task and modality rows, the rest is the release size unless an option says otherwise. (This is not
 ``scripts/training/export.py``, which turns a run checkpoint into a weights file.)
 
-The exported graph is the eval-mode network returning the main segmentation logits only (what sliding-window
-inference runs; no modality logits, no Hermes-M auxiliary output):
+The exported graph is the eval-mode network returning the main segmentation logits and the modality head's logits
+(no Hermes-M auxiliary output, which only training uses):
 
 - ``image``: float32 ``B × 1 × D × H × W``, every side a multiple of 16 and at least 32; B, D, H, W are dynamic;
 - ``task_index``: int64 ``B × T``, global task ids, ``-1`` pads (null token); T is dynamic;
 - ``modality_index``: int64 ``B``; ``-1`` = MRI of unknown sequence;
-- output ``seg_logits``: float32 ``B × T × D × H × W``.
+- outputs ``seg_logits``: float32 ``B × T × D × H × W``, and ``modality_logits``: float32 ``B × M`` (class k is the
+  modality of prior row k, the last one MRI of unknown sequence; the table travels in the file, see below).
 
 The task list and modality table of the weights travel inside the file (ONNX metadata ``hermes``, the ``.pt2``
 archive's extra file ``hermes.json``). The default output is WEIGHTS with the format's suffix (``models/model.onnx``,
@@ -31,7 +32,7 @@ is printed. A failure is one line (``error: ...``) and exit status 1.
 from .check import DEFAULT_CHECK_SIZE, TOLERANCE, CheckResult, CheckWindows, ExportCheckError
 from .command import export, main, write_checked
 from .formats import EXPORTERS, FORMATS, INSTALL_HINT, ONNX_PACKAGES, Exporter
-from .graph import INPUT_NAMES, MIN_SIDE, OUTPUT_NAME, SIZE_DIVISOR
+from .graph import INPUT_NAMES, MIN_SIDE, OUTPUT_NAMES, SIZE_DIVISOR
 
 __all__ = [
     "DEFAULT_CHECK_SIZE",
@@ -41,7 +42,7 @@ __all__ = [
     "INSTALL_HINT",
     "MIN_SIDE",
     "ONNX_PACKAGES",
-    "OUTPUT_NAME",
+    "OUTPUT_NAMES",
     "SIZE_DIVISOR",
     "TOLERANCE",
     "CheckResult",

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import HermesError, SetupError
-from .graph import MIN_SIDE, SIZE_DIVISOR
+from .graph import MIN_SIDE, OUTPUT_NAMES, SIZE_DIVISOR
 
 #: An export passes when max |export - eager| <= TOLERANCE x max(1, max |eager|) on every check window.
 TOLERANCE = 1e-4
@@ -24,6 +24,7 @@ class ExportCheckError(HermesError):
 @dataclass(frozen=True)
 class CheckResult:
     tasks: int
+    output: str
     max_abs_error: float
     scale: float
 
@@ -33,7 +34,7 @@ class CheckResult:
 
     def as_text(self) -> str:
         return (
-            f"{self.tasks} tasks: max |export - eager| {self.max_abs_error:.2e} (logit scale {self.scale:.3g}, "
+            f"{self.tasks} tasks, {self.output}: max |export - eager| {self.max_abs_error:.2e} (logit scale {self.scale:.3g}, "
             f"{self.relative:.1e} of max(1, scale))"
         )
 
@@ -52,19 +53,22 @@ class CheckWindows:
         ]
         with torch.no_grad():
             self.expected = [
-                network(self.image, tasks, modality, return_modality_logits=False).numpy()
+                tuple(output.numpy() for output in network(self.image, tasks, modality, return_modality_logits=True))
                 for tasks, modality in self.cases
             ]
 
-    def compare(self, run: Callable[..., np.ndarray]) -> list[CheckResult]:
+    def compare(self, run: Callable[..., tuple[np.ndarray, ...]]) -> list[CheckResult]:
+        """One result per check case and output (segmentation logits, modality logits)."""
         results = []
         for (tasks, modality), expected in zip(self.cases, self.expected):
-            got = run(self.image, tasks, modality)
-            if got.shape != expected.shape:
-                raise ExportCheckError(f"the export returned shape {got.shape}, eager {expected.shape}")
-            results.append(
-                CheckResult(int(tasks.shape[1]), float(np.abs(got - expected).max()), float(np.abs(expected).max()))
-            )
+            outputs = run(self.image, tasks, modality)
+            if len(outputs) != len(expected):
+                raise ExportCheckError(f"the export returned {len(outputs)} outputs, eager {len(expected)}")
+            for name, got, want in zip(OUTPUT_NAMES, outputs, expected):
+                if got.shape != want.shape:
+                    raise ExportCheckError(f"the export's {name} has shape {got.shape}, eager {want.shape}")
+                error, scale = float(np.abs(got - want).max()), float(np.abs(want).max())
+                results.append(CheckResult(int(tasks.shape[1]), name, error, scale))
         return results
 
 

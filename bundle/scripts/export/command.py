@@ -20,7 +20,7 @@ from ..registry import TaskRegistry, as_path_list, companions_of
 from ..weights import backbone_of_weights, load_weights
 from .check import DEFAULT_CHECK_SIZE, TOLERANCE, CheckResult, CheckWindows, ExportCheckError, check_size_of
 from .formats import EXPORTERS, FORMATS, require_packages
-from .graph import MIN_SIDE, OUTPUT_NAME, SIZE_DIVISOR, SegmentationLogits, _Quiet, trace
+from .graph import MIN_SIDE, SIZE_DIVISOR, ServedNetwork, _Quiet, trace
 
 TASK_REGISTRY = Path(__file__).resolve().parents[2] / "configs" / "task_registry.json"
 
@@ -76,7 +76,12 @@ def build(
             "task_index": "int64 B x T, global task ids, -1 = null token",
             "modality_index": "int64 B, modality ids, -1 = MRI of unknown sequence",
         },
-        "output": f"{OUTPUT_NAME}: float32 B x T x D x H x W logits (sigmoid > 0.5 = the task's mask)",
+        "outputs": {
+            "seg_logits": "float32 B x T x D x H x W logits (sigmoid > 0.5 = the task's mask)",
+            "modality_logits": "float32 B x M logits of the modality head; class k is the modality whose prior row "
+            "is k (modalities below; the last class is MRI of unknown sequence). To ask which modality an image is, "
+            "run a window with task_index [[-1]] and modality_index [-1], as the bundle's inference does",
+        },
         "tasks": [{"id": t.id, "dataset": t.dataset, "name": t.name, "label": t.label} for t in registry.tasks],
         "modalities": registry.modalities,
     }
@@ -131,7 +136,7 @@ def export(
     windows = CheckWindows(network, check_size) if check_size else None
     started = time.perf_counter()
     with _Quiet():
-        program = trace(SegmentationLogits(network))
+        program = trace(ServedNetwork(network))
     report(f"traced {record['backbone']} with torch.export in {time.perf_counter() - started:.0f} s")
     written = {}
     for fmt in formats:

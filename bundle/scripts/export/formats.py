@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import SetupError
-from .graph import INPUT_NAMES, OUTPUT_NAME, _Quiet
+from .graph import INPUT_NAMES, OUTPUT_NAMES, _Quiet
 
 #: Export format -> file suffix.
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -88,7 +88,7 @@ def write_onnx(program: torch.export.ExportedProgram, path: Path, metadata: str)
             program,
             dynamo=True,
             input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
             optimize=True,
             verbose=False,
             custom_translation_table={torch.ops.aten.instance_norm.default: nested_mean_instance_norm},
@@ -98,24 +98,28 @@ def write_onnx(program: torch.export.ExportedProgram, path: Path, metadata: str)
     onnx_program.save(path, external_data=False)
 
 
-def run_pt2(path: Path) -> Callable[..., np.ndarray]:
+#: A loaded export: (image, task_index, modality_index) -> its outputs in ``OUTPUT_NAMES`` order.
+Runner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[np.ndarray, ...]]
+
+
+def run_pt2(path: Path) -> Runner:
     module = torch.export.load(path).module()
 
-    def run(image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> np.ndarray:
+    def run(image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> tuple[np.ndarray, ...]:
         with torch.no_grad():
-            return module(image, task_index, modality_index).numpy()
+            return tuple(output.numpy() for output in module(image, task_index, modality_index))
 
     return run
 
 
-def run_onnx(path: Path) -> Callable[..., np.ndarray]:
+def run_onnx(path: Path) -> Runner:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-    def run(image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> np.ndarray:
+    def run(image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> tuple[np.ndarray, ...]:
         feed = dict(zip(INPUT_NAMES, (image.numpy(), task_index.numpy(), modality_index.numpy())))
-        return session.run([OUTPUT_NAME], feed)[0]
+        return tuple(session.run(list(OUTPUT_NAMES), feed))
 
     return run
 
@@ -123,7 +127,7 @@ def run_onnx(path: Path) -> Callable[..., np.ndarray]:
 @dataclass(frozen=True)
 class Exporter:
     write: Callable[[torch.export.ExportedProgram, Path, str], None]
-    runner: Callable[[Path], Callable[..., np.ndarray]]
+    runner: Callable[[Path], Runner]
     runtime: Callable[[], str]
 
 

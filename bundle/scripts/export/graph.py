@@ -1,5 +1,5 @@
-"""The served graph: the eval-mode network's main segmentation logits, traced once with ``torch.export`` with batch,
-task count and every spatial side dynamic."""
+"""The served graph: the eval-mode network's main segmentation logits and its modality head's logits, traced once
+with ``torch.export`` with batch, task count and every spatial side dynamic."""
 
 from __future__ import annotations
 
@@ -11,22 +11,27 @@ import torch
 from torch import nn
 
 INPUT_NAMES = ("image", "task_index", "modality_index")
-OUTPUT_NAME = "seg_logits"
+#: The graph's outputs, in order: segmentation logits B × T × D × H × W, modality head logits B × M.
+OUTPUT_NAMES = ("seg_logits", "modality_logits")
 #: Each side: a multiple of the networks' size divisor, and at least two of them (torch.export specialises a side of
 #: one divisor, where the deepest level is a single voxel).
 SIZE_DIVISOR = 16
 MIN_SIDE = 2 * SIZE_DIVISOR
 
 
-class SegmentationLogits(nn.Module):
-    """The served graph: the eval-mode network's main segmentation logits."""
+class ServedNetwork(nn.Module):
+    """The served graph: the eval-mode network's main segmentation logits and modality logits (a server that is not
+    told the modality asks the head, as inference does for a NIfTI without ``--modality``)."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network.eval()
 
-    def forward(self, image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> torch.Tensor:
-        return self.network(image, task_index, modality_index, return_modality_logits=False)
+    def forward(
+        self, image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seg_logits, modality_logits = self.network(image, task_index, modality_index, return_modality_logits=True)
+        return seg_logits, modality_logits
 
 
 def dynamic_shapes() -> dict[str, dict[int, Any]]:
