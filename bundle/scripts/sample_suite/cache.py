@@ -45,11 +45,9 @@ def claim_folder(root: Path, marker: str, what: str) -> None:
             f"{root} is not empty and is not a {what} folder (it has no {marker}); nothing was "
             "written: choose a new or empty folder"
         )
-    try:
+    with contextlib.suppress(FileExistsError):  # claimed by us earlier or by a parallel run a moment ago
         with open(root / marker, "x", encoding="utf-8") as handle:
             handle.write(f"{what} folder written by hermes_universal_segmentation\n")
-    except FileExistsError:
-        pass  # claimed by us earlier or by a parallel run a moment ago
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ so the old file is replaced in one step. No save on an exception: a failed itera
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 from collections.abc import Mapping
@@ -73,7 +74,7 @@ def progress_entries(trainer: Engine, evaluator: Engine | None) -> dict[str, Eng
     return entries
 
 
-class RunCheckpointSaver(CheckpointSaver):
+class RunCheckpointSaver(CheckpointSaver, abc.ABC):
     """MONAI ``CheckpointSaver`` writing ``save_dir/filename`` atomically, plus the progress numbers.
 
     Args:
@@ -100,9 +101,9 @@ class RunCheckpointSaver(CheckpointSaver):
             self.logger = engine.logger
         self.attach_events(engine)
 
+    @abc.abstractmethod
     def attach_events(self, engine: Engine) -> None:
         """Register when this checkpoint is written (each subclass says)."""
-        raise NotImplementedError
 
 
 class LatestCheckpointSaver(RunCheckpointSaver):
