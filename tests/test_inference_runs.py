@@ -368,6 +368,28 @@ def test_setup_errors_and_overwrite_protection(scans, weights, tmp_path, capsys)
     assert status == 0 and json.loads((tmp_path / "out" / "case_seg.json").read_text())["labels"]["1"]["name"] == "liver"
 
 
+def test_pattern_like_case_names_own_only_their_own_outputs(scans, weights, tmp_path, capsys):
+    """Output names are literal: ``a*`` is not a pattern for ``a`` and ``ab``, ``b[1]`` not one for ``b1``."""
+    hu, affine = scans["ct"]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = ["a", "ab", "a*", "b1", "b[1]"]
+    for name in names:
+        save_nifti(inputs / f"{name}.nii.gz", hu, affine)
+    out = tmp_path / "out"
+    common = {"output_dir": str(out), "ckpt_path": str(weights["plain"]), "modality": "ct", "tasks": "liver",
+              "save_task_masks": True}
+    status, text = run_in_process(capsys, input=str(inputs), **common)
+    assert status == 0 and "Summary: 5 done, 0 already complete, 0 failed" in text, text[-2000:]
+    expected = sorted(f"{n}{suffix}" for n in names for suffix in ("_seg.json", "_seg.nii.gz", "_task-liver.nii.gz"))
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
+    others = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if not p.name.startswith(("a*", "."))}
+    status, text = run_in_process(capsys, input=str(inputs / "a*.nii.gz"), overwrite=True, **common)
+    assert status == 0 and "Summary: 1 done" in text, text[-2000:]
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in others} == others  # untouched, none deleted
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
+
+
 def test_a_run_that_fails_after_claiming_the_folder_lets_go_of_it(scans, weights, tmp_path, capsys):
     """The weights are loaded after the output folder is locked: a run stopped there must not keep the lock (a later
     run in the same process, as in a notebook, would otherwise be told the folder is in use)."""

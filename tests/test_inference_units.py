@@ -185,7 +185,7 @@ def test_merge_groups_averages_each_groups_tasks():
 
 
 def test_writer_names_completeness_and_never_overwrites(tmp_path):
-    writer = CaseWriter(tmp_path, save_task_masks=True)
+    writer = CaseWriter(tmp_path, save_task_masks=True, label_names=["right kidney", "amos_ct/liver"])
     groups = [TaskGroup(1, "right kidney", (Task(5, "amos_ct", "right kidney", 2),)),
               TaskGroup(2, "amos_ct/liver", (Task(9, "amos_ct", "liver", 6),))]
     paths = writer.paths("case", groups)
@@ -196,9 +196,10 @@ def test_writer_names_completeness_and_never_overwrites(tmp_path):
     with pytest.raises(CaseError, match=r"case.nii.gz: output .*case_task-amos_ct-liver.nii.gz already exists; "
                                         r"pass --overwrite true"):
         writer.check("case.nii.gz", "case")
-    assert CaseWriter(tmp_path, overwrite=True).check("case.nii.gz", "case") == [paths.masks[2]]
+    replacing = CaseWriter(tmp_path, overwrite=True, label_names=["right kidney", "amos_ct/liver"])
+    assert replacing.check("case.nii.gz", "case") == [paths.masks[2]]
     # a leftover without a sidecar is incomplete: --skip_existing recomputes it, replacing the leftover
-    resuming = CaseWriter(tmp_path, skip_existing=True, save_task_masks=True)
+    resuming = CaseWriter(tmp_path, skip_existing=True, save_task_masks=True, label_names=["amos_ct/liver"])
     assert not resuming.is_complete("case") and resuming.check("case.nii.gz", "case") == [paths.masks[2]]
     paths.label_map.write_text("x")
     paths.sidecar.write_text(json.dumps({"label_map": paths.label_map.name, "task_masks": {"2": paths.masks[2].name}}))
@@ -211,7 +212,7 @@ def test_writer_names_completeness_and_never_overwrites(tmp_path):
 
 
 def test_case_outputs_appear_together_and_replace_an_earlier_runs_files(tmp_path):
-    writer = CaseWriter(tmp_path, overwrite=True, save_task_masks=True)
+    writer = CaseWriter(tmp_path, overwrite=True, save_task_masks=True, label_names=["liver", "spleen"])
     writer.prepare()
     old = tmp_path / "case_task-spleen.nii.gz"
     old.write_text("an earlier run's mask of a task this run does not write")

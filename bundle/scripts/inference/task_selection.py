@@ -70,6 +70,14 @@ def contexts_of(groups: Sequence[TaskGroup], registry: TaskRegistry) -> list[Tas
     return dataset_contexts(registry, [name for name in registry.datasets if name in used])
 
 
+def output_label_names(registry: TaskRegistry) -> list[str]:
+    """Every name an output label can have with this registry (``liver``, ``amos_ct/liver``): the writer derives the
+    names of a case's mask and probability files from them, literally."""
+    names = dict.fromkeys(_norm(t.name) for t in registry.tasks)
+    names.update(dict.fromkeys(f"{t.dataset}/{_norm(t.name)}" for t in registry.tasks))
+    return list(names)
+
+
 def merge_groups(probs: torch.Tensor, layout: dict[tuple[str, int], int], groups: Sequence[TaskGroup]) -> torch.Tensor:
     """One channel per group: the mean probability of its member tasks (``layout``: (dataset, id) -> channel)."""
     merged = [probs[[layout[(t.dataset, t.id)] for t in g.members]].float().mean(dim=0) for g in groups]

@@ -97,7 +97,11 @@ class CaseOutput:
 
 
 class CaseWriter:
-    """Knows the output names of a case, when a case is complete, and what may be replaced."""
+    """Knows the output names of a case, when a case is complete, and what may be replaced.
+
+    ``label_names``: every label name a run can write (``task_selection.output_label_names``), so that an earlier
+    run's masks of other labels are found by their literal names.
+    """
 
     def __init__(
         self,
@@ -107,8 +111,10 @@ class CaseWriter:
         save_task_masks: bool = False,
         save_probabilities: bool = False,
         save_overlay: bool = False,
+        label_names: Sequence[str] = (),
     ) -> None:
         self.folder = OutputFolder(output_dir)
+        self.label_names = tuple(label_names)
         self.output_dir = self.folder.path
         self.overwrite = bool(overwrite)
         self.skip_existing = bool(skip_existing)
@@ -133,15 +139,31 @@ class CaseWriter:
         )
 
     def existing(self, name: str) -> list[Path]:
-        """Files of case ``name`` already in the output folder (any run's)."""
-        patterns = (
-            f"{name}_seg.nii.gz",
-            f"{name}_seg.json",
-            f"{name}_overlay.png",
-            f"{name}_task-*.nii.gz",
-            f"{name}_prob-*.nii.gz",
-        )
-        return sorted({p for pattern in patterns for p in self.output_dir.glob(pattern) if p.is_file()})
+        """Files of case ``name`` already in the output folder (any run's).
+
+        Names are compared literally, never as patterns: a case called ``a*`` or ``b[1]`` owns only its own files,
+        not those of ``ab`` or ``b1``. A case's files are its fixed names, what its sidecar lists, and the mask and
+        probability names of every label a run of these weights can write (``label_names``).
+        """
+        candidates = {self.paths(name).label_map.name, self.paths(name).sidecar.name, f"{name}_overlay.png"}
+        candidates.update(self._listed_in_sidecar(name))
+        for label in self.label_names:
+            candidates.update((f"{name}_task-{slug(label)}.nii.gz", f"{name}_prob-{slug(label)}.nii.gz"))
+        return sorted(self.output_dir / c for c in candidates if (self.output_dir / c).is_file())
+
+    def _listed_in_sidecar(self, name: str) -> list[str]:
+        """File names an earlier run's sidecar of this case lists (inside the output folder only)."""
+        try:
+            content = json.loads(self.paths(name).sidecar.read_text())
+        except (OSError, ValueError):
+            return []
+        if not isinstance(content, dict):
+            return []
+        listed = [content.get("label_map"), content.get("overlay")]
+        for key in ("task_masks", "probabilities"):
+            if isinstance(content.get(key), dict):
+                listed.extend(content[key].values())
+        return [str(n) for n in listed if isinstance(n, str) and n and Path(n).name == n]
 
     def is_complete(self, name: str) -> bool:
         """The case's sidecar exists and every file it lists is present."""
