@@ -14,9 +14,9 @@ from scripts.case_engine import AlreadyComplete
 from scripts.errors import CaseError, SetupError
 from scripts.inference.inputs import collect_cases
 from scripts.inference.modality import ModalityStep
-from scripts.inference.native import LabelAccumulator, label_map_from
+from scripts.cases.labels import LabelMap, label_map_from
 from scripts.inference.task_selection import TaskGroup, TaskSelector, contexts_of, merge_groups, parse_task_request
-from scripts.inference.writers import CaseWriter
+from scripts.cases.write import CaseWriter
 from scripts.networks.hermes import HermesResUNet
 from scripts.predict import ABSENT, TaskContext, WindowPredictor, channel_layout, context_tensor
 from scripts.registry import Task, TaskRegistry, slug
@@ -170,10 +170,10 @@ def test_label_rule_chunked_equals_whole_and_first_wins_ties():
     whole = label_map_from(probs, 0.5)
     expected = np.where(probs.max(0) > 0.5, probs.argmax(0) + 1, 0)
     assert np.array_equal(whole, expected) and whole[0, 0, 0] == 2 and whole[1, 1, 1] == 0
-    acc = LabelAccumulator(probs.shape[1:], 0.5, 5)
+    acc = LabelMap(probs.shape[1:], 0.5, 5)
     for start in range(0, 5, 2):
-        acc.add(start, probs[start : start + 2])
-    assert np.array_equal(acc.labels, whole)
+        acc.add(start, torch.from_numpy(probs[start : start + 2]))
+    assert np.array_equal(acc.numpy(), whole)
 
 
 def test_merge_groups_averages_each_groups_tasks():

@@ -3,20 +3,26 @@
 Each iteration hands one case (a dict naming its input) to a *step*, an object with:
 - ``prepare() -> str``: checks every setting and loads the weights before the first case; a ``HermesError`` here
   ends the run with one line (nothing has been computed yet);
-- ``__call__(case) -> str``: processes one case and returns the line printed for it; any exception fails only
-  that case, ``AlreadyComplete`` skips it;
+- ``begin(cases)``: called once with the cases in the order they will run (a step may start reading ahead);
+- ``__call__(case) -> str | Future``: processes one case and returns the line printed for it, or a future of that
+  line when the step finishes the case in the background (outcomes are still reported in case order); any
+  exception fails only that case, ``AlreadyComplete`` skips it;
 - ``complete(engine)``: runs once after the last case (write tables, put numbers into ``engine.state.metrics``);
 - ``release()``: lets go of what ``prepare`` took (the output folder's lock) however the run ended;
 - ``continue_hint``: what to type to finish an interrupted batch.
 Because it is an ignite engine with a ``handlers`` list, MONAI's ``--tracking mlflow`` attaches to it like to any
 evaluator. Exit status: 1 when the setup or any case failed, 130 after Ctrl-C (with the summary of what finished).
+Under ``torchrun`` each process runs its share of the cases (``scripts.ranks``); rank 0 prints the one summary of all
+of them and every process exits with the same status.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
@@ -25,6 +31,7 @@ from ignite.engine import Events
 from monai.engines import Workflow
 
 from .errors import HermesError, one_line
+from .ranks import Ranks
 
 
 class AlreadyComplete(Exception):  # noqa: N818 - a case outcome, not an error
@@ -37,8 +44,11 @@ class CaseStep(Protocol):
     def prepare(self) -> str:
         """Checks before the first case; returns the line describing the run."""
 
-    def __call__(self, case: dict[str, Any]) -> str:
-        """Processes one case; returns its one-line outcome."""
+    def begin(self, cases: Sequence[dict[str, Any]]) -> None:
+        """Receives the cases in the order they will run, before the first."""
+
+    def __call__(self, case: dict[str, Any]) -> str | Future:
+        """Processes one case; returns its one-line outcome (or a future of it)."""
 
     def complete(self, engine: Any) -> None:
         """Finishes the run (tables, summaries) after the last case."""
@@ -102,6 +112,8 @@ class CaseEngine(Workflow):
         device: where the network runs (kept in ``engine.state.device``).
         problems: ``(source, reason)`` pairs reported as failed without running.
         handlers: ignite/MONAI handlers (``--tracking mlflow`` adds its handler here).
+        ranks: the processes of a ``torchrun`` run (each takes every N-th case and problem); None: this process
+            runs every case.
     """
 
     def __init__(
@@ -111,15 +123,18 @@ class CaseEngine(Workflow):
         device: torch.device | str = "cpu",
         problems: Sequence[tuple[str, str]] = (),
         handlers: Sequence[Any] | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
-        self.cases = list(cases)
+        self.ranks = ranks or Ranks(distributed=False)
+        self.cases = self.ranks.share(cases)
         super().__init__(
             device=device, max_epochs=1, data_loader=self.cases, epoch_length=len(self.cases), decollate=False
         )
         self.step = step
-        self.problems = list(problems)
+        self.problems = self.ranks.share(problems)
         self.summary = RunSummary(total=len(self.cases) + len(self.problems))
         self.setup_error: str | None = None
+        self._unfinished: deque[tuple[str, float, Future]] = deque()
         self.add_event_handler(Events.EPOCH_COMPLETED, self._complete)  # before the handlers: metrics are ready
         if handlers:
             self._register_handlers(handlers)
@@ -128,21 +143,36 @@ class CaseEngine(Workflow):
         began = time.perf_counter()
         source = str(case.get("source", case.get("image", "case")))
         try:
-            detail, status = self.step(case), "done"
-        except AlreadyComplete as done:
-            detail, status = str(done), "skipped"
+            finished: Any = self.step(case)
         except Exception as err:  # one bad case is reported; the batch goes on
-            detail, status = one_line(err), "failed"
-            if source not in detail:
-                detail = f"{source}: {detail}"
-        outcome = CaseOutcome(source, status, time.perf_counter() - began, detail)
-        self.summary.record(outcome)
+            finished = err
+        if not isinstance(finished, Future):
+            done: Future = Future()
+            done.set_exception(finished) if isinstance(finished, BaseException) else done.set_result(finished)
+            finished = done
+        self._unfinished.append((source, began, finished))
+        self._record_finished(wait=False)
+        return {"source": source}
+
+    def _record_finished(self, wait: bool) -> None:
+        """Report the cases finished so far, in case order (``wait``: all of them)."""
+        while self._unfinished and (wait or self._unfinished[0][2].done()):
+            source, began, finished = self._unfinished.popleft()
+            try:
+                detail, status = finished.result(), "done"
+            except AlreadyComplete as skipped:
+                detail, status = str(skipped), "skipped"
+            except Exception as err:  # one bad case is reported; the batch goes on
+                detail, status = one_line(err), "failed"
+                if source not in detail:
+                    detail = f"{source}: {detail}"
+            self.summary.record(CaseOutcome(source, status, time.perf_counter() - began, detail))
         self.state.metrics.update(
             {"cases_done": float(self.summary.count("done")), "cases_failed": float(len(self.summary.failed))}
         )
-        return {"outcome": outcome}
 
     def _complete(self, engine: Any) -> None:
+        self._record_finished(wait=True)
         self.step.complete(self)
 
     def run(self) -> RunSummary:  # type: ignore[override]
@@ -163,6 +193,7 @@ class CaseEngine(Workflow):
         for source, reason in self.problems:
             self.summary.record(CaseOutcome(source, "failed", 0.0, f"{source}: {reason}"))
         try:
+            self.step.begin(self.cases)
             if self.cases:
                 super().run()
             else:
@@ -173,10 +204,23 @@ class CaseEngine(Workflow):
                 f"Interrupted (Ctrl-C). Finished cases are complete; to continue: " f"{self.step.continue_hint}"
             )
             raise SystemExit(130) from None
-        self.summary.report(time.perf_counter() - started)
+        self._report_all(time.perf_counter() - started)
         return self.summary
 
+    def _report_all(self, elapsed: float) -> None:
+        """The summary: this process's, or under ``torchrun`` every rank's outcomes, printed once by rank 0."""
+        everyone = self.ranks.gather(self.summary.outcomes)
+        if len(everyone) == 1:
+            self.summary.report(elapsed)
+            return
+        self.summary.outcomes = [outcome for outcomes in everyone for outcome in outcomes]
+        self.summary.total = len(self.summary.outcomes)
+        if self.ranks.is_main:
+            self.summary.report(elapsed)
+
     def exit_if_failed(self) -> None:
-        """Last step of a workflow: exit status 1 when the setup or any case failed."""
-        if self.setup_error is not None or self.summary.failed:
+        """Last step of a workflow: exit status 1 when the setup or any case failed (on any rank)."""
+        failed = any(self.ranks.gather(self.setup_error is not None or bool(self.summary.failed)))
+        self.ranks.stop()
+        if failed:
             raise SystemExit(1)

@@ -1,5 +1,4 @@
-"""The one door into the network for whole volumes: task contexts, window adapter, sliding-window probabilities,
-inversion to the input's grid.
+"""The one door into the network for whole volumes: task contexts, window adapter, sliding-window probabilities.
 
 Training validation, inference and evaluation all predict through :class:`WindowPredictor`, so they compute the same
 thing: per-task sigmoid probabilities of every window averaged uniformly over overlapping windows (the published
@@ -8,11 +7,10 @@ sliding window), each task run in its own dataset's context (its dataset's full 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from monai.data import MetaTensor
 from torch import nn
@@ -151,8 +149,8 @@ def sliding_window_probabilities(
     device: torch.device | str,
     low_precision_voxels: int = LOW_PRECISION_VOXELS,
 ) -> torch.Tensor:
-    """Per-task probabilities (on CPU) of one preprocessed image (``C × spatial``), one channel per task of each
-    context in order (``channel_layout`` says which); every window runs every context."""
+    """Per-task probabilities (on ``device``) of one preprocessed image (``C × spatial``), one channel per task of
+    each context in order (``channel_layout`` says which); every window runs every context."""
     device = torch.device(device)
     pixels = _plain(image)
     tokens = context_tensor(contexts)
@@ -165,19 +163,4 @@ def sliding_window_probabilities(
             tokens.to(device),
             torch.as_tensor(modality_index, dtype=torch.long).reshape(1).to(device),
         )
-    return _plain(out)[0].cpu()
-
-
-def invert_in_chunks(
-    postprocessing: Callable[[dict], dict], image: Any, probs: torch.Tensor, chunk: int
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first channel, probabilities on the input's grid)`` for ``chunk`` channels at a time.
-
-    ``postprocessing`` holds MONAI's ``Invertd`` (keys "pred", orig_keys "image"), which undoes the image's recorded
-    spacing and orientation on ``pred``; a few channels at a time bound the memory of large inputs.
-    """
-    step = max(1, int(chunk))
-    for start in range(0, probs.shape[0], step):
-        part = MetaTensor(probs[start : start + step].float().cpu())
-        out = postprocessing({"image": image, "pred": part})["pred"]
-        yield start, np.asarray(out.detach().cpu() if isinstance(out, torch.Tensor) else out, dtype=np.float32)
+    return _plain(out)[0]

@@ -2,15 +2,14 @@
 
 * resampled space: the thresholded probabilities on the network's grid (RAS, 1.5 mm) against the label resampled
   onto that grid with nearest neighbour; this is where the published Hermes evaluation measures;
-* native space: the probabilities brought back to the image's own grid by the inference postprocessing (MONAI
-  ``Invertd``, exactly as configs/inference.json writes its outputs), thresholded, against the label file as stored.
+* native space: the probabilities brought back to the image's own grid exactly as inference brings them
+  (``scripts.cases.predict.CasePredictor.native_channels``), thresholded, against the label file as stored.
 
 Each space uses its own voxel spacing (column norms of the affine) for HD95 and NSD.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,9 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage, ResampleToMatch
 from monai.utils import convert_to_tensor
 
+from ..cases.case import Case
+from ..cases.predict import CasePredictor
 from ..data.transforms import LabelToTaskChannelsd
-from ..predict import invert_in_chunks
 from ..registry import TaskRegistry
 from .cases import LABEL_FILE_KEY
 from .metrics import MaskScores, score_masks
@@ -41,11 +41,9 @@ class CaseScorer:
 
     Args:
         registry: names the tasks in the rows.
-        postprocessing: the inference postprocessing (``Invertd`` on "pred" with ``orig_keys`` "image").
         threshold: probability above which a voxel belongs to a task (0.5, as inference).
         nsd_tolerance_mm: NSD tolerance in mm.
         nsd_use_subvoxels: surfel-area NSD (True) or boundary-voxel NSD (False).
-        invert_chunk: task channels inverted at a time (bounds memory on large images).
         reader: the image reader of the inference preprocessing, so labels are read with the same geometry
             conventions as images (MONAI's default readers when None).
     """
@@ -53,19 +51,15 @@ class CaseScorer:
     def __init__(
         self,
         registry: TaskRegistry,
-        postprocessing: Callable[[dict], dict],
         threshold: float = 0.5,
         nsd_tolerance_mm: float = 2.0,
         nsd_use_subvoxels: bool = True,
-        invert_chunk: int = 4,
         reader: Any = None,
     ) -> None:
         self.registry = registry
-        self.postprocessing = postprocessing
         self.threshold = float(threshold)
         self.nsd_tolerance_mm = float(nsd_tolerance_mm)
         self.nsd_use_subvoxels = bool(nsd_use_subvoxels)
-        self.invert_chunk = int(invert_chunk)
         self._load_label = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
         self._to_model_grid = ResampleToMatch(mode="nearest", padding_mode="zeros")
         self._split = LabelToTaskChannelsd()
@@ -79,25 +73,25 @@ class CaseScorer:
             raise ValueError(f"label must be one 3D label map, got shape {tuple(label.shape)}")
         return label
 
-    def native_prediction(self, image: MetaTensor, probs: torch.Tensor) -> np.ndarray:
-        """Binary masks (n × native spatial) from probabilities on the network grid."""
-        inverted = invert_in_chunks(self.postprocessing, image, probs, self.invert_chunk)
-        chunks = [native > self.threshold for _, native in inverted]
+    def native_prediction(self, case: Case, probs: torch.Tensor, predictor: CasePredictor) -> np.ndarray:
+        """Binary masks (n × native spatial) from probabilities on the network grid, brought back as inference does."""
+        chunks = [(native > self.threshold).cpu().numpy() for native in predictor.native_channels(case, probs)]
         return np.concatenate(chunks, axis=0)
 
-    def score(self, item: dict[str, Any], data: dict[str, Any], probs: torch.Tensor) -> list[dict[str, Any]]:
-        """Rows for every task of ``item``, given its preprocessed ``data`` and per-task ``probs`` (network grid)."""
-        task_ids = _ints(data["task_index"])
+    def score(self, case: Case, probs: torch.Tensor, predictor: CasePredictor) -> list[dict[str, Any]]:
+        """Rows for every task of the case, given its per-task ``probs`` (network grid, any device)."""
+        item = case.item
+        task_ids = _ints(item["task_index"])
         label_values = _ints(item[self._split.label_values_key])
-        image = data["image"]
+        image = case.image.cpu()
         if probs.shape[0] != len(task_ids) or tuple(probs.shape[1:]) != tuple(image.shape[1:]):
             raise ValueError(
                 f"prediction shape {tuple(probs.shape)} does not fit {len(task_ids)} task(s) on the "
                 f"network grid {tuple(image.shape[1:])}"
             )
         label_map = self.load_label(item[LABEL_FILE_KEY])
-        native_shape = tuple(int(s) for s in data["native_shape"])
-        native_affine = np.asarray(data["native_affine"], dtype=float)
+        native_shape = tuple(case.native.shape)
+        native_affine = np.asarray(case.native.affine, dtype=float)
         label_affine = np.asarray(label_map.affine, dtype=float)
         if tuple(label_map.shape[1:]) != native_shape:
             raise ValueError(f"label size {tuple(label_map.shape[1:])} differs from its image's size {native_shape}")
@@ -109,7 +103,8 @@ class CaseScorer:
 
         label_on_model = self._to_model_grid(label_map.float(), img_dst=image)
         native_spacing, model_spacing = spacing_of(label_affine), spacing_of(image.affine)
-        native_pred = self.native_prediction(image, probs)
+        native_pred = self.native_prediction(case, probs, predictor)
+        probs = probs.cpu()
         scored: dict[str, list[MaskScores]] = {
             "native": score_masks(
                 native_pred,
@@ -132,7 +127,7 @@ class CaseScorer:
                 "case": item["case"],
                 "image": item["image"],
                 "dataset": item["dataset"],
-                "modality": data.get("modality_name", ""),
+                "modality": case.modality.name,
                 "task_id": task_id,
                 "task": self.registry.task_by_id(task_id).name,
                 "native_spacing_mm": native_spacing,

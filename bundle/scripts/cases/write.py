@@ -1,4 +1,5 @@
-"""A case's outputs on the input's own grid: written together or not at all, never over a user's files by accident.
+"""A ``CaseResult``'s files on the input's own grid: written together or not at all, never over a user's files by
+accident.
 
 File names (``NAME`` = the case name of ``scripts.io.naming``; ``TASK`` = the label's name as a slug):
 ``NAME_seg.nii.gz`` label map, ``NAME_seg.json`` sidecar, ``NAME_task-TASK.nii.gz`` binary masks (optional),
@@ -12,6 +13,7 @@ for one case.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -20,16 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from ..case_engine import AlreadyComplete
-from ..errors import CaseError
+from ..errors import CaseError, SetupError
 from ..io.files import write_json
-from ..io.nifti import write_nifti
+from ..io.nifti import COMPRESSION_LEVELS, write_nifti
 from ..io.output_folder import OutputFolder
 from ..registry import slug
-from .task_selection import TaskGroup
+from .case import CaseResult, NativeGrid
+
+MERGE_RULE = "mean probability of the listed tasks"
+LABEL_RULE = "each voxel: the label whose probability is highest and above the threshold; 0 = none"
 
 
 @dataclass
@@ -45,25 +49,12 @@ class OutputPaths:
         return [self.label_map, self.sidecar, *extra, *self.masks.values(), *self.probabilities.values()]
 
 
-@dataclass
-class NativeGrid:
-    """The input's own grid: voxel->RAS affine, shape, and (for NIfTI inputs) its header to keep q/sform codes."""
-
-    affine: np.ndarray
-    shape: tuple[int, ...]
-    nifti_header: Any = None
-
-
-def native_grid(case: dict[str, Any], affine: Any, shape: Sequence[int]) -> NativeGrid:
-    header = nib.load(case["image"]).header if case.get("format") == "nifti" else None
-    return NativeGrid(np.asarray(affine, dtype=np.float64), tuple(int(s) for s in shape), header)
-
-
 class CaseOutput:
     """The files of one case, staged; ``commit`` moves them into the output folder (sidecar last)."""
 
-    def __init__(self, staging: Path, replaces: Sequence[Path]) -> None:
+    def __init__(self, staging: Path, replaces: Sequence[Path], compression: str = "default") -> None:
         self.staging = staging
+        self.compression = compression
         self.replaces = list(replaces)
         self.written: list[tuple[Path, Path]] = []  # (staged, final)
 
@@ -75,7 +66,7 @@ class CaseOutput:
     def volume(self, final: Path, array: np.ndarray, grid: NativeGrid) -> None:
         if tuple(array.shape) != grid.shape:
             raise CaseError(f"{final}: internal shape mismatch {array.shape} vs input {grid.shape}")
-        write_nifti(self._stage(final), array, grid.affine, like=grid.nifti_header)
+        write_nifti(self._stage(final), array, grid.affine, like=grid.nifti_header, compression=self.compression)
 
     def picture(self, final: Path, draw: Callable[[Path], None]) -> None:
         draw(self._stage(final))
@@ -100,7 +91,8 @@ class CaseWriter:
     """Knows the output names of a case, when a case is complete, and what may be replaced.
 
     ``label_names``: every label name a run can write (``task_selection.output_label_names``), so that an earlier
-    run's masks of other labels are found by their literal names.
+    run's masks of other labels are found by their literal names. ``compression``: ``fast`` or ``default`` gzip
+    (``scripts.io.nifti.COMPRESSION_LEVELS``).
     """
 
     def __init__(
@@ -112,9 +104,11 @@ class CaseWriter:
         save_probabilities: bool = False,
         save_overlay: bool = False,
         label_names: Sequence[str] = (),
+        compression: str = "default",
     ) -> None:
         self.folder = OutputFolder(output_dir)
         self.label_names = tuple(label_names)
+        self.compression = str(compression)
         self.output_dir = self.folder.path
         self.overwrite = bool(overwrite)
         self.skip_existing = bool(skip_existing)
@@ -122,11 +116,16 @@ class CaseWriter:
         self.save_probabilities = bool(save_probabilities)
         self.save_overlay = bool(save_overlay)
 
-    def prepare(self) -> Path:
-        """Create, check and lock the output folder (before any case is computed)."""
-        return self.folder.claim()
+    def prepare(self, lock: bool = True) -> Path:
+        """Check the settings, create, check and lock the output folder (before any case is computed). ``lock``
+        False: another process of the same run (a ``torchrun`` rank) holds the lock."""
+        if self.compression not in COMPRESSION_LEVELS:
+            raise SetupError(
+                f"--compression: expected one of {', '.join(COMPRESSION_LEVELS)}, got {self.compression!r}"
+            )
+        return self.folder.claim(lock=lock)
 
-    def paths(self, name: str, groups: Sequence[TaskGroup] = ()) -> OutputPaths:
+    def paths(self, name: str, groups: Sequence[Any] = ()) -> OutputPaths:
         out = self.output_dir
         return OutputPaths(
             label_map=out / f"{name}_seg.nii.gz",
@@ -198,4 +197,59 @@ class CaseWriter:
         return existing
 
     def open(self, name: str, replaces: Sequence[Path]) -> CaseOutput:
-        return CaseOutput(self.folder.staging(name), replaces)
+        return CaseOutput(self.folder.staging(name), replaces, self.compression)
+
+    def write(
+        self,
+        result: CaseResult,
+        replaces: Sequence[Path],
+        weights: dict[str, str],
+        draw_overlay: Callable[[Path, CaseResult], None] | None = None,
+    ) -> OutputPaths:
+        """Stage every file of ``result`` (label map, masks, probabilities, overlay), the sidecar last, and commit
+        them together; returns the paths written."""
+        case = result.case
+        with case.clock.stage("write"):
+            paths = self.paths(case.name, result.groups)
+            output = self.open(case.name, replaces)
+            try:
+                output.volume(paths.label_map, result.labels, case.native)
+                for label, path in paths.masks.items():
+                    output.volume(path, result.masks[label], case.native)
+                for label, path in paths.probabilities.items():
+                    output.volume(path, result.probabilities[label], case.native)
+                if paths.overlay is not None and draw_overlay is not None:
+                    output.picture(paths.overlay, lambda tmp: draw_overlay(tmp, result))
+                output.sidecar(paths.sidecar, sidecar_content(result, weights, paths))
+                output.commit()
+            finally:
+                output.discard()
+        return paths
+
+
+def sidecar_content(result: CaseResult, weights: dict[str, str], paths: OutputPaths) -> dict[str, Any]:
+    """The JSON sidecar of a label map: what each label value means and how the result was made."""
+    case = result.case
+    counts = np.bincount(result.labels.reshape(-1), minlength=len(result.groups) + 1)
+    label_table = {"0": {"name": "background"}}
+    for group in result.groups:
+        label_table[str(group.label)] = {**group.as_json(), "voxels": int(counts[group.label])}
+    content = {
+        "input": str(Path(case.item["image"]).resolve()),
+        "input_format": case.format,
+        "label_map": paths.label_map.name,
+        "labels": label_table,
+        "label_rule": LABEL_RULE,
+        "merge_rule": MERGE_RULE,
+        "task_masks": {str(k): p.name for k, p in paths.masks.items()},
+        "probabilities": {str(k): p.name for k, p in paths.probabilities.items()},
+        "overlay": paths.overlay.name if paths.overlay else None,
+        "modality": case.modality.as_json(),
+        "weights": weights,
+        "geometry": case.native.as_json(),
+        "settings": result.settings,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if result.settings.get("profile"):
+        content["profile_seconds"] = case.clock.as_json()
+    return content
