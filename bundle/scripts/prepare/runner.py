@@ -153,7 +153,8 @@ def _run(todo: list[SourceCase], out_dir: Path, workers: int, dataset: str):
                 yield prepare_case(case, str(out_dir))
                 bar.update()
             return
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context("forkserver")  # workers fork from a clean server, not from this process
+        context.set_forkserver_preload([__name__])
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {pool.submit(prepare_case, case, str(out_dir)): case for case in todo}
             for future in as_completed(futures):

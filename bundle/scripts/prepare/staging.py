@@ -58,8 +58,12 @@ def write_case(folder: Path, image: Volume, label: Volume) -> Path:
     staging = folder.parent / STAGING / f"{folder.name}.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staged_image, staged_label = (staging / path.name for path in case_files(folder))
-    write_nifti(staged_image, image.array, image.affine)
-    write_nifti(staged_label, label.array, label.affine)
+    try:
+        write_nifti(staged_image, image.array, image.affine)
+        write_nifti(staged_label, label.array, label.affine)
+    except BaseException:  # a full disk, Ctrl-C: nothing of this case is left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     old = None
     if folder.exists():
         old = folder.parent / STAGING / f"{folder.name}.old.{os.getpid()}"

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CaseError
-from ...io.dicom import dicom_files_in, read_dicom_series
 from ...registry import TaskRegistry
 from ..cases import CaseProblem, Found, SourceCase, Volume, case_name
 from ..labels import label_of
@@ -88,6 +87,8 @@ def ground_truth(pngs: list[Path], registry: TaskRegistry) -> list[np.ndarray]:
 
 
 def load(case: SourceCase, registry: TaskRegistry) -> tuple[Volume, Volume]:
+    from ...io.dicom import dicom_files_in, read_dicom_series  # imports MONAI: only where DICOM is read
+
     try:
         series = read_dicom_series(case.files["dicom"])
     except CaseError as err:
