@@ -19,11 +19,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import BUNDLE_ROOT
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-from conftest import BUNDLE_ROOT
 from scripts.data.datalist import read_datalist
 from scripts.prepare.__main__ import main as prepare_main
 from scripts.prepare.splits import official_sections
@@ -88,8 +87,14 @@ class Truth:
         self.cases: dict[str, dict] = {}
 
     def add(self, case_id, dataset, official, image, label, affine, modality=None) -> None:
-        self.cases[case_id] = {"dataset": dataset, "official": str(official), "image": image, "label": label,
-                               "affine": affine, "modality": modality}
+        self.cases[case_id] = {
+            "dataset": dataset,
+            "official": str(official),
+            "image": image,
+            "label": label,
+            "affine": affine,
+            "modality": modality,
+        }
 
 
 # ------------------------------------------------------------------------------------ official layouts
@@ -103,11 +108,22 @@ def nifti_pairs(truth, dataset, cases, image_path, label_path, values, shape, ma
 
 
 def build_lits(root: Path, truth: Truth) -> None:
-    cases = [(6, "lits_0006", axial((0.7, 0.7, 2.5))), (28, "lits_0028", axial((0.6, 0.6, 0.7))),
-             (0, "lits_0000", slice_first((0.8, 0.8, 2.0))), (1, "lits_0001", axial((0.7, 0.7, 2.5)))]
+    cases = [
+        (6, "lits_0006", axial((0.7, 0.7, 2.5))),
+        (28, "lits_0028", axial((0.6, 0.6, 0.7))),
+        (0, "lits_0000", slice_first((0.8, 0.8, 2.0))),
+        (1, "lits_0001", axial((0.7, 0.7, 2.5))),
+    ]
     batch = {6: "Training Batch 1", 0: "Training Batch 1", 1: "Training Batch 1", 28: "Training Batch 2"}
-    nifti_pairs(truth, "lits", cases, lambda n: root / batch[n] / f"volume-{n}.nii",
-                lambda n: root / batch[n] / f"segmentation-{n}.nii", [1, 2], (14, 12, 6))
+    nifti_pairs(
+        truth,
+        "lits",
+        cases,
+        lambda n: root / batch[n] / f"volume-{n}.nii",
+        lambda n: root / batch[n] / f"segmentation-{n}.nii",
+        [1, 2],
+        (14, 12, 6),
+    )
     # the published header fix: volume 28's spacing is [1, 1, 1.7] (directions and origin kept)
     fixed = truth.cases["lits_0028"]["affine"].copy()
     fixed[:3, :3] = fixed[:3, :3] / np.linalg.norm(fixed[:3, :3], axis=0) * np.array([1.0, 1.0, 1.7])
@@ -116,8 +132,15 @@ def build_lits(root: Path, truth: Truth) -> None:
 
 def build_kits(root: Path, truth: Truth) -> None:
     cases = [(0, "kits_0000", slice_first((0.78, 0.78, 3.0))), (1, "kits_0001", slice_first((0.9, 0.9, 2.5)))]
-    nifti_pairs(truth, "kits", cases, lambda n: root / "data" / f"case_{n:05d}" / "imaging.nii.gz",
-                lambda n: root / "data" / f"case_{n:05d}" / "segmentation.nii.gz", [1, 2], (6, 12, 14))
+    nifti_pairs(
+        truth,
+        "kits",
+        cases,
+        lambda n: root / "data" / f"case_{n:05d}" / "imaging.nii.gz",
+        lambda n: root / "data" / f"case_{n:05d}" / "segmentation.nii.gz",
+        [1, 2],
+        (6, 12, 14),
+    )
     save(root / "data" / "case_00210" / "imaging.nii.gz", np.zeros((4, 8, 8), np.int16), slice_first((1, 1, 3)))
 
 
@@ -125,8 +148,11 @@ def build_amos(root: Path, truth: Truth) -> None:
     base = root / "amos22"
     for dataset, cases, values in (
         ("amos_ct", [(70, "Tr", axial((0.7, 0.7, 5.0))), (212, "Va", oblique((0.8, 0.8, 3.0)))], list(range(1, 16))),
-        ("amos_mr", [(553, "Tr", oblique((1.2, 1.2, 4.0), 10)), (518, "Va", axial((1.0, 1.0, 3.0)))],
-         list(range(1, 16))),
+        (
+            "amos_mr",
+            [(553, "Tr", oblique((1.2, 1.2, 4.0), 10)), (518, "Va", axial((1.0, 1.0, 3.0)))],
+            list(range(1, 16)),
+        ),
     ):
         for n, (official, part, affine) in enumerate(cases):
             image, label = image_and_label((16, 14, 6), values, seed=official)
@@ -142,8 +168,15 @@ def build_amos(root: Path, truth: Truth) -> None:
 def build_bcv(root: Path, truth: Truth) -> None:
     cases = [("img0030", "bcv_img0030", axial((0.75, 0.75, 3.0))), ("img0032", "bcv_img0032", oblique((0.7, 0.7, 2.5)))]
     training = root / "RawData" / "Training"
-    nifti_pairs(truth, "bcv", cases, lambda n: training / "img" / f"{n}.nii.gz",
-                lambda n: training / "label" / f"{n.replace('img', 'label')}.nii.gz", list(range(1, 14)), (16, 14, 6))
+    nifti_pairs(
+        truth,
+        "bcv",
+        cases,
+        lambda n: training / "img" / f"{n}.nii.gz",
+        lambda n: training / "label" / f"{n.replace('img', 'label')}.nii.gz",
+        list(range(1, 14)),
+        (16, 14, 6),
+    )
 
 
 def build_structseg(root: Path, truth: Truth) -> None:
@@ -152,9 +185,15 @@ def build_structseg(root: Path, truth: Truth) -> None:
         ("structseg_head_oar", "HaN_OAR", [(9, axial((1.0, 1.0, 3.0))), (25, oblique((1.0, 1.0, 3.0)))], 22),
     ):
         named = [(n, f"{dataset}_{n:04d}", affine) for n, affine in cases]
-        nifti_pairs(truth, dataset, named, lambda n, f=folder: root / "StructSeg" / f / str(n) / "data.nii.gz",
-                    lambda n, f=folder: root / "StructSeg" / f / str(n) / "label.nii.gz", list(range(1, values + 1)),
-                    (16, 14, 8))
+        nifti_pairs(
+            truth,
+            dataset,
+            named,
+            lambda n, f=folder: root / "StructSeg" / f / str(n) / "data.nii.gz",
+            lambda n, f=folder: root / "StructSeg" / f / str(n) / "label.nii.gz",
+            list(range(1, values + 1)),
+            (16, 14, 8),
+        )
 
 
 def save_mr_series(folder: Path, pixels: np.ndarray, affine: np.ndarray, names: list[str]) -> None:
@@ -185,8 +224,10 @@ def save_mr_series(folder: Path, pixels: np.ndarray, affine: np.ndarray, names: 
 
 def build_chaos(root: Path, truth: Truth) -> None:
     grey = {1: 63, 2: 126, 3: 189, 4: 252}  # liver, right kidney, left kidney, spleen as the PNGs store them
-    for patient, t1_affine, t2_affine in (("20", oblique((1.4, 1.4, 5.5), 12), axial((1.5, 1.5, 6.0))),
-                                          ("22", axial((1.6, 1.6, 5.0)), oblique((1.5, 1.5, 6.0), -8))):
+    for patient, t1_affine, t2_affine in (
+        ("20", oblique((1.4, 1.4, 5.5), 12), axial((1.5, 1.5, 6.0))),
+        ("22", axial((1.6, 1.6, 5.0)), oblique((1.5, 1.5, 6.0), -8)),
+    ):
         base = root / "CHAOS_Train_Sets" / "Train_Sets" / "MR" / patient
         slices = 5
         rank = list(range(slices))
@@ -211,8 +252,10 @@ def build_chaos(root: Path, truth: Truth) -> None:
 
 
 def build_mnm(root: Path, truth: Truth) -> None:
-    for patient, folder, frames, affine in (("A4B5U4", "Training/Labeled", (1, 3), oblique((1.3, 1.3, 9.0), 35)),
-                                            ("G2J1M5", "Validation", (0, 4), oblique((1.2, 1.2, 10.0), -25))):
+    for patient, folder, frames, affine in (
+        ("A4B5U4", "Training/Labeled", (1, 3), oblique((1.3, 1.3, 9.0), 35)),
+        ("G2J1M5", "Validation", (0, 4), oblique((1.2, 1.2, 10.0), -25)),
+    ):
         rng = np.random.default_rng(len(patient) + frames[0])
         cine = rng.integers(0, 500, (12, 12, 4, 6)).astype(np.int16)
         gt = np.zeros(cine.shape, dtype=np.uint8)
@@ -224,8 +267,10 @@ def build_mnm(root: Path, truth: Truth) -> None:
 
 
 def build_brain(root: Path, truth: Truth) -> None:
-    for official, phase, affine in (("dlbs_0028401", "train", axial((1.0, 1.2, 1.2))),
-                                    ("dlbs_0028394", "valid", slice_first((1.0, 1.0, 1.3)))):
+    for official, phase, affine in (
+        ("dlbs_0028401", "train", axial((1.0, 1.2, 1.2))),
+        ("dlbs_0028394", "valid", slice_first((1.0, 1.0, 1.3))),
+    ):
         image, label = image_and_label((12, 12, 10), [1, 2, 3], seed=len(phase))
         maps = [np.where(label == k, 0.9, 0.05).astype(np.float32) for k in (1, 2, 3)]
         maps = [np.where(label == 0, 0.0, m) for m in maps]
@@ -238,9 +283,11 @@ def build_brain(root: Path, truth: Truth) -> None:
 
 def build_autopet(root: Path, truth: Truth) -> None:
     base = root / "FDG-PET-CT-Lesions"
-    studies = [("PETCT_0410759456", "11-10-2001-NA-PET-CT Ganzkoerper  primaer mit KM-10445", 0),  # listed second
-               ("PETCT_0410759456", "03-05-2002-NA-PET-CT Ganzkoerper  primaer mit KM-21012", 1),
-               ("PETCT_8aa48809ea", "06-14-2004-NA-PET-CT Ganzkoerper  primaer mit KM-55501", 0)]
+    studies = [
+        ("PETCT_0410759456", "11-10-2001-NA-PET-CT Ganzkoerper  primaer mit KM-10445", 0),  # listed second
+        ("PETCT_0410759456", "03-05-2002-NA-PET-CT Ganzkoerper  primaer mit KM-21012", 1),
+        ("PETCT_8aa48809ea", "06-14-2004-NA-PET-CT Ganzkoerper  primaer mit KM-55501", 0),
+    ]
     for n, (patient, study, index) in enumerate(studies):
         affine = axial((4.07, 4.07, 3.0)) if n != 1 else oblique((4.07, 4.07, 3.0), 5)
         image, label = image_and_label((12, 12, 10), [1], seed=100 + n)
@@ -251,10 +298,17 @@ def build_autopet(root: Path, truth: Truth) -> None:
         truth.add(f"autopet_{patient}_{index}", "autopet", f"{patient}_{index}", suv, label, affine)
 
 
-BUILDERS = {"lits": (build_lits, ["lits"]), "kits": (build_kits, ["kits"]), "amos": (build_amos, ["amos_ct", "amos_mr"]),
-            "bcv": (build_bcv, ["bcv"]), "structseg": (build_structseg, ["structseg_oar", "structseg_head_oar"]),
-            "chaos": (build_chaos, ["chaos"]), "mnm": (build_mnm, ["mnm"]), "brain": (build_brain, ["brain_structure"]),
-            "autopet": (build_autopet, ["autopet"])}
+BUILDERS = {
+    "lits": (build_lits, ["lits"]),
+    "kits": (build_kits, ["kits"]),
+    "amos": (build_amos, ["amos_ct", "amos_mr"]),
+    "bcv": (build_bcv, ["bcv"]),
+    "structseg": (build_structseg, ["structseg_oar", "structseg_head_oar"]),
+    "chaos": (build_chaos, ["chaos"]),
+    "mnm": (build_mnm, ["mnm"]),
+    "brain": (build_brain, ["brain_structure"]),
+    "autopet": (build_autopet, ["autopet"]),
+}
 
 
 def prepare(*args: str) -> int:
@@ -263,8 +317,14 @@ def prepare(*args: str) -> int:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "scripts.prepare", *map(str, args)], cwd=BUNDLE_ROOT,
-                          capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.prepare", *map(str, args)],
+        cwd=BUNDLE_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def failed_lines(text: str) -> list[str]:
@@ -350,7 +410,8 @@ def test_datalists_follow_the_official_splits_and_read_with_the_registry(prepare
     assert listed["lits_0000"][0] == "validation" and listed["lits_0001"][0] == "testing"
     assert listed["structseg_head_oar_0025"][0] == "validation"  # listed twice in the published split, once here
     assert [Path(i["image"]).parent.name for i in combined["training"]] == sorted(
-        Path(i["image"]).parent.name for i in combined["training"])
+        Path(i["image"]).parent.name for i in combined["training"]
+    )
     data = read_datalist(out / "datalist.json", registry, ["training", "validation", "testing"], label_cache=None)
     assert not data.problems, data.summary()
     assert {item["dataset"] for item in data.section("training")} == set(registry.datasets)
@@ -378,13 +439,16 @@ def test_all_in_parallel_processes_writes_the_same_datalist(prepared: dict, tmp_
     done = run_cli("--all", prepared["raw"], "--dst", tmp_path, "--workers", "2", "--allow_missing", "true")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "datalist.json").read_text()) == json.loads(
-        (prepared["out"] / "datalist.json").read_text())
+        (prepared["out"] / "datalist.json").read_text()
+    )
     for case_id in ("chaos_22_t2", "autopet_PETCT_0410759456_1", "mnm_G2J1M5_1"):
         dataset = prepared["truth"].cases[case_id]["dataset"]
         for name in (f"{case_id}.nii.gz", f"{case_id}_label.nii.gz"):
             a = nib.load(str(tmp_path / dataset / case_id / name))
             b = nib.load(str(prepared["out"] / dataset / case_id / name))
-            assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj)) and np.allclose(a.affine, b.affine)
+            assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj)) and np.allclose(
+                a.affine, b.affine
+            )
     assert "autopet: 3 prepared" in done.stdout and "100%" in done.stderr  # a progress bar per dataset
 
 
@@ -433,12 +497,27 @@ def test_bad_downloads_are_one_line_each_and_the_rest_is_prepared(prepared: dict
     expectations = [
         ("lits", raw / "lits", "FAILED lits_0001: missing case: ", "has no label file", "lits_0006"),
         ("kits", raw / "kits", "FAILED kits_0001 (", "label values [7] are not classes of dataset 'kits'", "kits_0000"),
-        ("bcv", raw / "bcv", "FAILED bcv_img0032 (", "image size (16, 14, 6) differs from label size (14, 14, 6)",
-         "bcv_img0030"),
-        ("structseg_oar", raw / "structseg", "FAILED structseg_oar_0003 (", "the label's geometry differs",
-         "structseg_oar_0005"),
-        ("chaos", raw / "chaos", "FAILED chaos_22_t2 (",
-         "has 4 ground-truth PNG slices but the DICOM series", "chaos_22_t1_in"),
+        (
+            "bcv",
+            raw / "bcv",
+            "FAILED bcv_img0032 (",
+            "image size (16, 14, 6) differs from label size (14, 14, 6)",
+            "bcv_img0030",
+        ),
+        (
+            "structseg_oar",
+            raw / "structseg",
+            "FAILED structseg_oar_0003 (",
+            "the label's geometry differs",
+            "structseg_oar_0005",
+        ),
+        (
+            "chaos",
+            raw / "chaos",
+            "FAILED chaos_22_t2 (",
+            "has 4 ground-truth PNG slices but the DICOM series",
+            "chaos_22_t1_in",
+        ),
         ("kits", raw / "lits", "FAILED kits: ", "does not look like the kits download", None),
     ]
     for dataset, src, start, problem, good in expectations:
@@ -461,18 +540,24 @@ def test_official_cases_absent_from_the_download_fail_unless_allowed(prepared: d
     assert prepare("bcv", "--src", prepared["raw"] / "bcv", "--dst", tmp_path) == 1
     captured = capsys.readouterr()
     lines = failed_lines(captured.err)
-    assert lines[0] == (f"FAILED bcv case img0033: missing case: not found under {prepared['raw'] / 'bcv'} "
-                        "(BTCV abdomen (Synapse RawData.zip): Training/img/imgNNNN.nii.gz and "
-                        "Training/label/labelNNNN.nii.gz)")
-    assert len(lines) == 11 and lines[-1] == f"FAILED bcv: 18 more official cases not found under {prepared['raw'] / 'bcv'}"
+    assert lines[0] == (
+        f"FAILED bcv case img0033: missing case: not found under {prepared['raw'] / 'bcv'} "
+        "(BTCV abdomen (Synapse RawData.zip): Training/img/imgNNNN.nii.gz and "
+        "Training/label/labelNNNN.nii.gz)"
+    )
+    assert (
+        len(lines) == 11
+        and lines[-1] == f"FAILED bcv: 18 more official cases not found under {prepared['raw'] / 'bcv'}"
+    )
     assert "bcv: 2 prepared, 0 already prepared, 28 failed, 28 official cases not in the download" in captured.out
 
 
 def test_an_interrupted_case_leaves_nothing_half_written(prepared: dict, tmp_path: Path, monkeypatch) -> None:
     import scripts.prepare.staging as staging
 
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
     stale = tmp_path / "autopet" / ".staging" / f"autopet_PETCT_8aa48809ea_0.{dead}"
     stale.mkdir(parents=True)
     (stale / "autopet_PETCT_8aa48809ea_0.nii.gz").write_bytes(b"half an image")
@@ -498,13 +583,47 @@ def test_an_interrupted_case_leaves_nothing_half_written(prepared: dict, tmp_pat
 # ------------------------------------------------------------------------------------------ training
 def test_published_recipe_trains_on_all_eleven_prepared_datasets(prepared: dict, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-               "['configs/train.json','configs/train_published.json']", "--datalist",
-               str(prepared["out"] / "datalist.json"), "--runs_root", str(runs), "--run_name", "p",
-               "--base_channels", "4", "--roi_size", "[32,32,32]", "--spacing", "[3,3,3]", "--block_margin", "0",
-               "--batch_size", "1", "--num_workers", "0", "--max_epochs", "1", "--iterations_per_epoch", "2",
-               "--warmup_epochs", "0", "--val_interval", "1", "--val_final_epochs", "0", "--val_overlap", "0",
-               "--sw_batch_size", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        "['configs/train.json','configs/train_published.json']",
+        "--datalist",
+        str(prepared["out"] / "datalist.json"),
+        "--runs_root",
+        str(runs),
+        "--run_name",
+        "p",
+        "--base_channels",
+        "4",
+        "--roi_size",
+        "[32,32,32]",
+        "--spacing",
+        "[3,3,3]",
+        "--block_margin",
+        "0",
+        "--batch_size",
+        "1",
+        "--num_workers",
+        "0",
+        "--max_epochs",
+        "1",
+        "--iterations_per_epoch",
+        "2",
+        "--warmup_epochs",
+        "0",
+        "--val_interval",
+        "1",
+        "--val_final_epochs",
+        "0",
+        "--val_overlap",
+        "0",
+        "--sw_batch_size",
+        "4",
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     done = subprocess.run(command, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"datalist: {datalist} ({', '.join(f'{n} {s}' for s, n in counts.items())})")
     failed = sum(report.problems for report in reports)
     if failed:
-        say(f"error: {failed} problem(s) in {', '.join(r.dataset for r in reports if r.problems)}; see the FAILED lines")
+        say(
+            f"error: {failed} problem(s) in {', '.join(r.dataset for r in reports if r.problems)}; see the FAILED lines"
+        )
         return 1
     return 0
 

@@ -23,7 +23,9 @@ from ..labels import label_of
 from .common import matching, pairs
 
 DATASETS = ("brain_structure",)
-RELEASE = "brain structures: {train,valid,test}/image/<id>_img.nii and mask/<id>_probmask_{graymatter,whitematter,csf}.nii"
+RELEASE = (
+    "brain structures: {train,valid,test}/image/<id>_img.nii and mask/<id>_probmask_{graymatter,whitematter,csf}.nii"
+)
 #: Class name of the task registry -> the file-name part of its probability map.
 MAPS = {"gray matter": "graymatter", "white matter": "whitematter", "cerebrospinal fluid": "csf"}
 
@@ -37,7 +39,9 @@ def _map_path(image: Path, official: str, part: str) -> Path | None:
 
 
 def find(src: Path, dataset: str) -> Found:
-    images = {k: p for k, p in matching(src, "*_img.nii*", r"(.+)_img\.nii(?:\.gz)?").items() if p.parent.name == "image"}
+    images = {
+        k: p for k, p in matching(src, "*_img.nii*", r"(.+)_img\.nii(?:\.gz)?").items() if p.parent.name == "image"
+    }
     labels = {}
     for official, image in images.items():
         maps = [_map_path(image, official, part) for part in MAPS.values()]

@@ -24,7 +24,10 @@ from ..labels import label_of
 from .common import natural_key
 
 DATASETS = ("chaos",)
-RELEASE = "CHAOS MR training set (CHAOS_Train_Sets.zip): MR/<patient>/T1DUAL/{DICOM_anon/InPhase,DICOM_anon/OutPhase,Ground} and MR/<patient>/T2SPIR/{DICOM_anon,Ground}"
+RELEASE = (
+    "CHAOS MR training set (CHAOS_Train_Sets.zip): MR/<patient>/T1DUAL/DICOM_anon/{InPhase,OutPhase}, "
+    "MR/<patient>/T1DUAL/Ground, MR/<patient>/T2SPIR/DICOM_anon and MR/<patient>/T2SPIR/Ground"
+)
 #: Sequence key -> (DICOM folder, ground-truth folder), relative to the patient folder.
 SERIES = {
     "t1_in": ("T1DUAL/DICOM_anon/InPhase", "T1DUAL/Ground"),

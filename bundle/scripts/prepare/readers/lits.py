@@ -28,7 +28,9 @@ SPACING_FIXES = {
 
 def find(src: Path, dataset: str) -> Found:
     images = {str(int(k)): p for k, p in matching(src, "volume-*.nii*", r"volume-(\d+)\.nii(?:\.gz)?").items()}
-    labels = {str(int(k)): p for k, p in matching(src, "segmentation-*.nii*", r"segmentation-(\d+)\.nii(?:\.gz)?").items()}
+    labels = {
+        str(int(k)): p for k, p in matching(src, "segmentation-*.nii*", r"segmentation-(\d+)\.nii(?:\.gz)?").items()
+    }
     return pairs(dataset, images, labels)
 
 
