@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..cli import debugging
 from ..errors import HermesError
 from ..registry import TaskRegistry
 from .cases import CaseProblem, SourceCase, Volume
@@ -46,7 +48,9 @@ def prepare_case(case: SourceCase, out_dir: str) -> tuple[str, str | None]:
         write_case(case_dir(Path(out_dir), case.dataset, case.case_id), reorient(image), reorient(label))
     except (CaseProblem, HermesError) as err:
         return case.case_id, str(err).splitlines()[0]
-    except (OSError, ValueError, MemoryError) as err:  # a damaged file or a full disk: this case's problem
+    except Exception as err:  # a damaged file, a full disk, a reader's surprise: this case's problem, never the run's
+        if debugging():
+            traceback.print_exc()
         return case.case_id, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return case.case_id, None
 
