@@ -154,7 +154,7 @@ def build_amos(root: Path, truth: Truth) -> None:
             list(range(1, 16)),
         ),
     ):
-        for n, (official, part, affine) in enumerate(cases):
+        for official, part, affine in cases:
             image, label = image_and_label((16, 14, 6), values, seed=official)
             save(base / f"images{part}" / f"amos_{official:04d}.nii.gz", image, affine)
             save(base / f"labels{part}" / f"amos_{official:04d}.nii.gz", label, affine)
@@ -377,7 +377,7 @@ def test_every_dataset_prepares_with_its_geometry_labels_and_ids(prepared: dict,
     # exactly the expected case folders, and nothing half-written or staged
     made = sorted(p.name for p in out.glob("*/*") if p.is_dir() and not p.name.startswith("."))
     assert made == sorted(truth.cases)
-    assert not [p for p in out.rglob(".staging/*")] and not [p for p in out.rglob(".*.tmp*")]
+    assert not list(out.rglob(".staging/*")) and not list(out.rglob(".*.tmp*"))
     assert not (out / "kits" / "kits_0210").exists() and not (out / "amos_ct" / "amos_ct_0600").exists()
 
 
