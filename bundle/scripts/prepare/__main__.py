@@ -10,7 +10,6 @@ ends with a summary per dataset, and exits 1 if any case failed.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..cli import flag, run_command, set_debug
@@ -47,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     overwrite, allow_missing = flag(args.overwrite, "overwrite"), flag(args.allow_missing, "allow_missing")
     if args.workers < 1:
         raise SetupError(f"--workers: expected a number >= 1, got {args.workers}")
-    if (args.all is None) == (args.dataset is None):
-        raise SetupError("name one DATASET with --src RAW_DIR, or give --all ROOT")
+    if (args.all is None) == (args.dataset is None) or (args.all is not None and args.src is not None):
+        raise SetupError("name one DATASET with --src RAW_DIR, or give --all ROOT (without DATASET and --src)")
     if args.all is not None:
         root = Path(args.all).expanduser()
         if not root.is_dir():
@@ -85,5 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     run_command(main)
