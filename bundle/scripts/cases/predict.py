@@ -39,6 +39,8 @@ class CasePredictor:
         threshold: probability above which a voxel belongs to a label.
         invert_chunk: channels brought back to the input's grid at a time.
         invert_mode: ``probabilities`` or ``labels`` (module docstring).
+        cudnn_benchmark: let cuDNN time its convolution algorithms for the window shapes (CUDA only; same results
+            within floating-point rounding).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class CasePredictor:
         threshold: float = 0.5,
         invert_chunk: int = 4,
         invert_mode: str = "probabilities",
+        cudnn_benchmark: bool = True,
     ) -> None:
         self.network = network
         self.predictor = predictor
@@ -64,6 +67,7 @@ class CasePredictor:
         self.threshold = float(threshold)
         self.invert_chunk = max(1, int(invert_chunk))
         self.invert_mode = str(invert_mode)
+        self.cudnn_benchmark = bool(cudnn_benchmark)
         self.weights: LoadedWeights | None = None
 
     def check(self) -> None:
@@ -79,6 +83,8 @@ class CasePredictor:
         self.check()
         self.weights = load_weights(self.network, self.ckpt_path)
         self.network.eval()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
         return self.weights
 
     def describe(self) -> str:

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 from monai.data import ImageReader, NibabelReader, NrrdReader
 
+from ..errors import CaseError
 from .dicom import DicomSeriesReader
 
 
@@ -47,6 +49,8 @@ class InputImageReader(ImageReader):
         path = data if isinstance(data, (str, os.PathLike)) else data[0]
         self._last = self.readers[self.kind(path)]
         try:
+            if self.kind(path) == "nifti":  # before MONAI's reader patches the header over
+                check_nifti_header(nib.load(path))
             return self._last.read(data, **kwargs)
         except Exception as err:  # raised again from get_data, see the module docstring
             return _Failed(err)
@@ -55,3 +59,19 @@ class InputImageReader(ImageReader):
         if isinstance(img, _Failed):
             raise img.error
         return self._last.get_data(img)
+
+
+def check_nifti_header(image: nib.Nifti1Image) -> None:
+    """Refuse what MONAI's reader would otherwise patch over silently: no voxels, or a coded sform that places nothing
+    (an all-zero or degenerate matrix: the reader falls back to the voxel sizes while every output would keep the
+    broken sform)."""
+    source = image.get_filename() or "image"
+    shape = tuple(int(s) for s in image.header.get_data_shape())
+    if not shape or 0 in shape:
+        raise CaseError(f"{source}: image has no voxels (size {' x '.join(map(str, shape)) or 'empty'} in its header)")
+    sform, code = image.header.get_sform(coded=True)
+    if int(code) > 0 and (sform is None or abs(float(np.linalg.det(np.asarray(sform)[:3, :3]))) < 1e-9):
+        raise CaseError(
+            f"{source}: the header's sform (code {int(code)}) is all zeros or degenerate, so the image has no valid "
+            "position in space; fix the sform, or set its code to 0 to use the qform"
+        )
