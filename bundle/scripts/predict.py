@@ -91,6 +91,9 @@ class WindowPredictor(nn.Module):
     as one batch. bf16 autocast on CUDA when ``amp``; the output keeps the windows' dtype (float16 windows are
     stitched in float16).
 
+    ``cpu_amp``: bf16 autocast on the CPU too (worth it only on CPUs with native bf16 matrix units, e.g. AMX; the
+    model card gives its measured agreement with float32).
+
     Speed switches, none of which changes what is computed (the parity tests hold with each): ``channels_last``
     stores 3D feature maps channels-last on CUDA (cuDNN's fast layout for bf16 convolutions); ``compile`` runs the
     network's passes through ``torch.compile``, falling back to eager execution, with a warning, where it does not
@@ -104,8 +107,10 @@ class WindowPredictor(nn.Module):
         keep_null_channels: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        cpu_amp: bool = False,
     ) -> None:
         super().__init__()
+        self.cpu_amp = bool(cpu_amp)
         self.network = network
         self.amp = bool(amp)
         self.keep_null_channels = bool(keep_null_channels)
@@ -121,6 +126,12 @@ class WindowPredictor(nn.Module):
             eager = getattr(self.network, name)
             self._passes[name] = _compiled_or_eager(eager) if self.compile else eager
         return self._passes[name]
+
+    def _autocast(self, windows: torch.Tensor) -> torch.autocast:
+        """bf16 autocast where asked: on CUDA with ``amp``, on the CPU with ``cpu_amp``."""
+        if windows.is_cuda:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp)
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=self.cpu_amp)
 
     def _layout(self, windows: torch.Tensor) -> torch.Tensor:
         if self.channels_last and windows.is_cuda and windows.ndim == 5:
@@ -139,7 +150,7 @@ class WindowPredictor(nn.Module):
         repeats: int,
     ) -> torch.Tensor:
         """Sigmoid probabilities of one pass (``repeats`` contexts stacked along the batch)."""
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=windows.is_cuda and self.amp):
+        with self._autocast(windows):
             if shared is None:
                 batch = self._layout(windows.float().repeat(repeats, *([1] * (windows.ndim - 1))))
                 logits = self._pass("__call__")(batch, tasks, modality, return_modality_logits=False)
@@ -156,7 +167,7 @@ class WindowPredictor(nn.Module):
         shared = None
         if len(rows) > 1 and hasattr(self.network, "encode_context_free"):  # the task-free part once per window
             self.network.check_inputs(windows, rows[:1, : lengths[0]].expand(count, -1), modality.expand(count))
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=windows.is_cuda and self.amp):
+            with self._autocast(windows):
                 shared = self._pass("encode_context_free")(self._layout(windows.float()))
         outputs: list[torch.Tensor | None] = [None] * len(rows)
         groups = {n: [k for k, m in enumerate(lengths) if m == n] for n in dict.fromkeys(lengths)}

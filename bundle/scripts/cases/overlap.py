@@ -10,14 +10,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from ..errors import SetupError
+
 
 class Overlap:
     """Read-ahead of a fixed sequence of items and write-behind of their results."""
 
     def __init__(self, workers: int = 0) -> None:
         if int(workers) < 0:
-            from ..errors import SetupError
-
             raise SetupError(f"--workers: expected 0 or more, got {workers}")
         self.workers = int(workers)
         self._readers: ThreadPoolExecutor | None = None

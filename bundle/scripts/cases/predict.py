@@ -19,6 +19,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from ..errors import SetupError
 from ..predict import TaskContext, sliding_window_probabilities
 from ..weights import LoadedWeights, load_weights
 from .case import Case, CaseResult
@@ -71,8 +72,6 @@ class CasePredictor:
         self.weights: LoadedWeights | None = None
 
     def check(self) -> None:
-        from ..errors import SetupError
-
         if not 0.0 < self.threshold < 1.0:
             raise SetupError(f"--threshold: expected a probability between 0 and 1 (exclusive), got {self.threshold}")
         if self.invert_mode not in INVERT_MODES:
