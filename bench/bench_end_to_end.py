@@ -138,8 +138,9 @@ def run_cases(args: argparse.Namespace, folder: Path, weights: Path, extra: list
     out = folder / f"out{len(list(folder.glob('out*')))}"
     command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", "configs/inference.json",
                "--input", str(inputs if args.cases > 1 else first), "--output_dir", str(out), "--ckpt_path",
-               str(weights), "--base_channels", str(args.base_channels), "--modality", "ct", "--profile", "true",
-               "--workers", str(args.workers), *extra]
+               str(weights), "--base_channels", str(args.base_channels), "--modality", "ct", "--profile", "true", *extra]
+    if "--workers" not in extra:
+        command += ["--workers", str(args.workers)]
     if args.tasks:
         command += ["--tasks", args.tasks]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")}
@@ -174,7 +175,7 @@ def main() -> None:
     parser.add_argument("--tasks", default=None, help="e.g. amos_ct; default: the default CT selection")
     parser.add_argument("--cases", type=int, default=1)
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--variants", nargs="*", default=["--channels_last true"],
+    parser.add_argument("--variants", nargs="*", default=[""],
                         help="extra command-line settings, one run each (quoted, e.g. '--channels_last false')")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

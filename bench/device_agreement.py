@@ -42,20 +42,22 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        datalist = Path(tmp) / "blocks.json"  # one run for all blocks: each item names its modality
+        items = [{"image": str(p), "modality": "ct"} for p in sorted((args.inputs.resolve() / "ct").glob("*.nii.gz"))]
+        items += [{"image": str(p), "modality": "t1"} for p in sorted((args.inputs.resolve() / "mr").glob("*.nii.gz"))]
+        datalist.write_text(json.dumps({"testing": items}))
         for amp in ("false", "true"):
-            for folder, modality in (("ct", "ct"), ("mr", "t1")):
-                out = Path(tmp) / f"{modality}_{amp}"
-                command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
-                           "configs/inference.json", "--input", str(args.inputs.resolve() / folder), "--output_dir", str(out),
-                           "--ckpt_path", str(REFERENCE / "weights_base2_fp16.pt"), "--base_channels", "2",
-                           "--roi_size", "[32,32,32]", "--modality", modality, "--amp", amp]
-                done = subprocess.run(command, cwd=ROOT / "bundle", capture_output=True, text=True,
-                                      env={**os.environ, "PYTHONWARNINGS": "ignore"})
-                if done.returncode != 0:
-                    raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
-                for reference in sorted(REFERENCE.glob("*_seg.nii.gz")):
-                    if (out / reference.name).exists():
-                        results[f"{reference.name} amp={amp}"] = compare(out / reference.name, reference)
+            out = Path(tmp) / f"amp_{amp}"
+            command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
+                       "configs/inference.json", "--input", str(datalist), "--output_dir", str(out),
+                       "--ckpt_path", str(REFERENCE / "weights_base2_fp16.pt"), "--base_channels", "2",
+                       "--roi_size", "[32,32,32]", "--amp", amp]
+            done = subprocess.run(command, cwd=ROOT / "bundle", capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            if done.returncode != 0:
+                raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
+            for reference in sorted(REFERENCE.glob("*_seg.nii.gz")):
+                results[f"{reference.name} amp={amp}"] = compare(out / reference.name, reference)
     print(json.dumps(results, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

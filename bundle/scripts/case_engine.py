@@ -146,9 +146,12 @@ class CaseEngine(Workflow):
             finished: Any = self.step(case)
         except Exception as err:  # one bad case is reported; the batch goes on
             finished = err
-        if not isinstance(finished, Future):
+        if not isinstance(finished, Future):  # finished here: wrap it so every outcome is read the same way
             done: Future = Future()
-            done.set_exception(finished) if isinstance(finished, BaseException) else done.set_result(finished)
+            if isinstance(finished, BaseException):
+                done.set_exception(finished)
+            else:
+                done.set_result(finished)
             finished = done
         self._unfinished.append((source, began, finished))
         self._record_finished(wait=False)
