@@ -220,9 +220,12 @@ def test_base_file_errors_name_the_file(tmp_path: Path, registry_path: Path) -> 
         TaskRegistry.load(broken)
     with pytest.raises(TaskRegistryError, match=r"missing.json: no such file"):
         TaskRegistry.load(tmp_path / "missing.json")
-    changed = _write(tmp_path, "modalities.json", {"modalities": {"ct": 0, "us": 5}, **_extra()})
-    with pytest.raises(TaskRegistryError, match=r"modalities.json: 'modalities' differs"):
+    changed = _write(tmp_path, "modalities.json", {"modalities": {"ct": 1, "us": 5}, **_extra()})
+    with pytest.raises(TaskRegistryError, match=r"modalities.json: 'modalities' gives \{'ct': 1\} other prior rows"):
         TaskRegistry.load(registry_path, [changed])
+    gap = _write(tmp_path, "gap.json", {"modalities": {"us": 7}, **_extra()})
+    with pytest.raises(TaskRegistryError, match=r"gap.json: new modalities \{'us': 7\} must take the next prior rows 5"):
+        TaskRegistry.load(registry_path, [gap])
 
 
 def test_the_registry_owns_the_modality_table(registry: TaskRegistry) -> None:

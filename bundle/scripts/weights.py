@@ -31,6 +31,8 @@ from .checkpoint_names import BACKBONE_NAMES, backbone_of, is_published_layout, 
 from .errors import SetupError
 from .io.checkpoints import CheckpointError, load_weights_only
 from .io.files import sha256_of
+from .networks.rows import grown_rows, row_counts, row_kind
+from .registry import companion_path
 
 #: Keys of a training checkpoint, in the order they are preferred (the EMA weights are the ones Hermes evaluates).
 STATE_KEYS = {"ema": "ema_model_state_dict", "model": "model_state_dict"}
@@ -77,34 +79,32 @@ def _is_state_dict(value: Any) -> bool:
     return isinstance(value, Mapping) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
-def grown_task_table(name: str, tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """A task prior table (``*.task_prior``, (T + 1) × C, last row = null) with fewer task rows than the network's
-    ``target`` table, grown to its size: task ids keep their rows, the null row stays last, and the rows of tasks the
-    weights never saw keep the network's own initialisation. Any other tensor is returned as it is."""
-    if (
-        not name.endswith("task_prior")
-        or tensor.ndim != 2
-        or target.ndim != 2
-        or tensor.shape[1] != target.shape[1]
-        or not 0 < tensor.shape[0] < target.shape[0]
-    ):
-        return tensor
-    grown = target.detach().clone().to(tensor.dtype)
-    grown[: tensor.shape[0] - 1] = tensor[:-1]
-    grown[-1] = tensor[-1]
-    return grown
-
-
 def _grown_tables(weights: Mapping[str, torch.Tensor], network: nn.Module) -> dict[str, torch.Tensor]:
     expected = network.state_dict()
-    return {name: grown_task_table(name, t, expected[name]) if name in expected else t for name, t in weights.items()}
+    return {name: grown_rows(name, t, expected[name]) if name in expected else t for name, t in weights.items()}
+
+
+def check_row_counts(weights: Mapping[str, torch.Tensor], network: nn.Module, source: str) -> None:
+    """Refuse weights with more task or modality rows than the configured network: they were trained with tasks or
+    modalities the task registry does not know (their companion task list is missing), and cutting rows would lose
+    them."""
+    held, configured = row_counts(dict(weights)), row_counts(network.state_dict())
+    for kind, rows in held.items():
+        if rows > configured.get(kind, rows):
+            what = "task rows (tasks + null)" if kind == "task" else "modality rows"
+            raise CheckpointError(
+                f"{source}: its {kind} prior tables have {rows} {what} but the task registry gives the network only "
+                f"{configured[kind]}; the weights were trained with {kind}s this registry does not know: put their task "
+                f"list ({companion_path(source).name}) beside them or pass --task_registry_extra with it"
+            )
 
 
 def convert_published(
     published: Mapping[str, torch.Tensor], network: nn.Module, source: str, grow_task_tables: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Rename published tensors to ``network``'s names, checking that every one exists and fits (task prior tables
-    with fewer task rows are grown first when ``grow_task_tables``: fine-tuning with extra tasks)."""
+    """Rename published tensors to ``network``'s names, checking that every one exists and fits (task and modality
+    tables with fewer rows are grown first when ``grow_task_tables``: fine-tuning with extra tasks or modalities,
+    ``scripts.networks.rows``)."""
     expected = network.state_dict()
     backbone = backbone_of(published)
     converted: dict[str, torch.Tensor] = {}
@@ -115,10 +115,16 @@ def convert_published(
             raise CheckpointError(f"{source}: {err.args[0]}") from None
         if new_name not in expected:
             raise CheckpointError(f"{source}: tensor '{name}' has no place in the configured network ({new_name})")
-        if tensor.shape == (*expected[new_name].shape, 1, 1, 1) and expected[new_name].ndim == 2:
-            tensor = tensor.reshape(expected[new_name].shape)  # a 1×1×1 convolution kernel as a Linear weight
+        if tensor.ndim == 5 and tensor.shape[2:] == (1, 1, 1) and expected[new_name].ndim == 2:
+            tensor = tensor.reshape(tensor.shape[:2])  # a 1×1×1 convolution kernel as a Linear weight
+        if (
+            row_kind(new_name)
+            and tensor.ndim == expected[new_name].ndim
+            and tensor.shape[0] > expected[new_name].shape[0]
+        ):
+            check_row_counts({new_name: tensor}, network, source)
         if grow_task_tables:
-            tensor = grown_task_table(new_name, tensor, expected[new_name])
+            tensor = grown_rows(new_name, tensor, expected[new_name])
         if tuple(tensor.shape) != tuple(expected[new_name].shape):
             raise CheckpointError(
                 f"{source}: tensor '{name}' has shape {tuple(tensor.shape)} but the configured network needs "
@@ -153,7 +159,7 @@ def state_dict_of(
     checkpoint: Any, network: nn.Module, source: str, state: str = "ema", grow_task_tables: bool = False
 ) -> tuple[dict, str]:
     """The network's state dict held by a loaded checkpoint, and what kind of file it was (``grow_task_tables``: see
-    :func:`grown_task_table`)."""
+    ``scripts.networks.rows.grown_rows``)."""
     weights, kind = held_weights(checkpoint, source, state)
     own = network.state_dict()
     held, configured = backbone_of(weights), backbone_of(own)
@@ -166,8 +172,10 @@ def state_dict_of(
     names = {strip_wrappers(name) for name in weights}
     if names & set(own) and not is_published_layout(names):
         plain = {strip_wrappers(name): tensor for name, tensor in weights.items()}
+        check_row_counts(plain, network, source)
         return (_grown_tables(plain, network) if grow_task_tables else plain), kind
-    return convert_published(weights, network, source, grow_task_tables), f"published {kind}, converted"
+    converted = convert_published(weights, network, source, grow_task_tables)
+    return converted, f"published {kind}, converted"
 
 
 def read_weights_file(ckpt_path: str | os.PathLike) -> Any:
@@ -189,15 +197,17 @@ def load_weights(
 ) -> LoadedWeights:
     """Load any accepted weights file into ``network`` (strict); every problem is one line naming the file.
 
-    ``grow_task_tables``: task prior tables of the weights with fewer task rows than the network's are grown (the
-    network's registry has tasks the weights never saw: fine-tuning on a datalist that adds tasks).
+    ``grow_task_tables``: task and modality tables of the weights with fewer rows than the network's are grown (the
+    network's registry has tasks or modalities the weights never saw: fine-tuning on a datalist that adds them).
     """
     path = Path(str(ckpt_path)).expanduser()
     checkpoint = read_weights_file(path)
     weights, kind = state_dict_of(checkpoint, network, str(path), state, grow_task_tables)
-    held, now = task_rows(held_weights(checkpoint, str(path), state)[0]), task_rows(weights)
-    if held and now and held < now:
-        kind += f", task prior tables grown from {held - 1} to {now - 1} tasks"
+    held, now = row_counts(_bundle_names(held_weights(checkpoint, str(path), state)[0])), row_counts(weights)
+    if held.get("task", 0) < now.get("task", 0):
+        kind += f", task prior tables grown from {held['task'] - 1} to {now['task'] - 1} tasks"
+    if held.get("modality", 0) < now.get("modality", 0):
+        kind += f", modality tables grown from {held['modality']} to {now['modality']} modalities"
     try:
         network.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -233,9 +243,32 @@ def start_from(network: nn.Module, ckpt_path: str | os.PathLike | None) -> nn.Mo
     return network
 
 
-def task_rows(weights: Mapping[str, torch.Tensor]) -> int | None:
-    """Rows of the first task prior table among ``weights`` (tasks + the null row), or None when they hold none."""
-    for name, tensor in weights.items():
-        if strip_wrappers(name).endswith("task_prior") and tensor.ndim == 2:
-            return int(tensor.shape[0])
-    return None
+def _bundle_names(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` under this bundle's tensor names (published names renamed; names without a place dropped)."""
+    names = [strip_wrappers(name) for name in weights]
+    if not is_published_layout(names):
+        return dict(zip(names, weights.values()))
+    backbone, renamed = backbone_of(weights), {}
+    for name, tensor in zip(names, weights.values()):
+        try:
+            renamed[published_to_bundle_name(name, backbone)] = tensor
+        except KeyError:
+            continue
+    return renamed
+
+
+def held_rows(ckpt_path: str | os.PathLike) -> dict[str, int]:
+    """Task rows (tasks + null) and modality rows of the weights at ``ckpt_path``, any accepted format."""
+    path = Path(str(ckpt_path)).expanduser()
+    return row_counts(_bundle_names(held_weights(read_weights_file(path), str(path))[0]))
+
+
+def bundle_state_dict(ckpt_path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The (EMA) weights at ``ckpt_path`` under this bundle's tensor names, without building a network (analysis)."""
+    path = Path(str(ckpt_path)).expanduser()
+    weights = held_weights(read_weights_file(path), str(path))[0]
+    renamed = _bundle_names(weights)
+    for name, tensor in renamed.items():  # a published 1×1×1 convolution kernel is a Linear weight here
+        if tensor.ndim == 5 and tensor.shape[2:] == (1, 1, 1):
+            renamed[name] = tensor.reshape(tensor.shape[:2])
+    return renamed

@@ -42,6 +42,7 @@ class RegistryContent:
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     tasks: list[Task] = field(default_factory=list)
+    modality_sources: dict[str, str] = field(default_factory=dict)  # modalities added by extra files -> file
 
 
 def read_registry_file(path: str) -> dict[str, Any]:
@@ -241,14 +242,43 @@ def read_base(path: str, first_new_id: int) -> RegistryContent:
     return merged
 
 
-def merge_extra(path: str, merged: RegistryContent, base_path: str) -> None:
-    """Add an extra registry file; it may not change the modality table (the network has one prior per entry)."""
-    raw = read_registry_file(path)
-    if "modalities" in raw and parse_modalities(raw, path) != merged.modalities:
+def merge_modalities(raw: Mapping[str, Any], path: str, merged: RegistryContent, base_path: str) -> None:
+    """An extra file's ``modalities``: every name already known keeps its prior row; new names (a new imaging
+    modality, e.g. ultrasound) take the next rows in order, so the network's modality tables grow by rows at the end
+    (``scripts.networks.rows``: the unknown-MRI row that −1 selects stays last). New names may bring their DICOM tags
+    (``dicom_modalities``) and join ``mr_family`` (a new MR sequence)."""
+    table = parse_modalities(raw, path)
+    changed = {
+        name: index for name, index in table.items() if name in merged.modalities and merged.modalities[name] != index
+    }
+    if changed:
         raise TaskRegistryError(
-            f"task registry {path}: 'modalities' differs from {base_path}; the network has one modality prior per "
-            f"entry of {merged.modalities}, so an extra registry cannot change them"
+            f"task registry {path}: 'modalities' gives {changed} other prior rows than {base_path} "
+            f"({merged.modalities}); known modalities keep their rows, an extra registry can only add new ones"
         )
+    added = {name: index for name, index in table.items() if name not in merged.modalities}
+    first = max(merged.modalities.values()) + 1
+    if sorted(added.values()) != list(range(first, first + len(added))):
+        raise TaskRegistryError(
+            f"task registry {path}: new modalities {added} must take the next prior rows {first}, {first + 1}, ... "
+            "in order (the rows after the known modalities)"
+        )
+    facts = parse_modality_facts(raw, {**merged.modalities, **added}, path)
+    for tag, name in facts["dicom_modalities"].items():
+        if merged.modality_facts["dicom_modalities"].get(tag, name) != name:
+            raise TaskRegistryError(f"task registry {path}: DICOM tag '{tag}' already means another modality")
+    merged.modalities.update(sorted(added.items(), key=lambda item: item[1]))
+    merged.modality_facts["dicom_modalities"].update(facts["dicom_modalities"])
+    merged.modality_facts["mr_family"] += [n for n in facts["mr_family"] if n not in merged.modality_facts["mr_family"]]
+    for name in added:
+        merged.modality_sources[name] = path
+
+
+def merge_extra(path: str, merged: RegistryContent, base_path: str) -> None:
+    """Add an extra registry file: its modalities (new ones only), reserved ids, datasets and tasks."""
+    raw = read_registry_file(path)
+    if "modalities" in raw:
+        merge_modalities(raw, path, merged, base_path)
     if "reserved_ids" in raw:
         merged.reserved |= parse_reserved(raw, path)
     merge_file(raw, path, merged, min_new_id=merged.first_new_id)

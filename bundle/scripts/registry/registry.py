@@ -68,6 +68,7 @@ class TaskRegistry:
         self.datasets: dict[str, dict[str, Any]] = {name: dict(entry) for name, entry in content.datasets.items()}
         self.tasks: list[Task] = list(content.tasks)
         self.sources: dict[str, str] = dict(content.sources)
+        self.modality_sources: dict[str, str] = dict(content.modality_sources)
         self.base_file = base_file
         self._by_dataset: dict[str, list[Task]] = {name: [] for name in self.datasets}
         for task in self.tasks:
@@ -219,17 +220,22 @@ class TaskRegistry:
     def extra_content(self) -> dict[str, Any]:
         """The datasets and tasks beyond the base file, in registry-file form."""
         extra = [name for name, source in self.sources.items() if source != self.base_file]
-        return {
+        content: dict[str, Any] = {
             "description": "Datasets and tasks these weights were trained with beyond the published ones.",
             "datasets": {name: self.datasets[name] for name in extra},
             "tasks": [task._asdict() for task in self.tasks if task.dataset in extra],
         }
+        if self.modality_sources:  # modalities added after the published ones (their rows grew the tables)
+            content["modalities"] = dict(self.modalities)
+            content["mr_family"] = list(self.mr_family)
+            content["dicom_modalities"] = dict(self.dicom_modalities)
+        return content
 
     def write_companion(self, weights_path: str | os.PathLike) -> Path | None:
         """Write ``<weights stem>.tasks.json`` (or remove a stale one when there are no extra tasks)."""
         target = companion_path(weights_path)
         content = self.extra_content()
-        if not content["datasets"]:
+        if not content["datasets"] and "modalities" not in content:
             target.unlink(missing_ok=True)
             return None
         return write_json(content, target)

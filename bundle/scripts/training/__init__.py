@@ -10,10 +10,27 @@ One job per module:
 - ``run_folder``: which folder a run writes to; ``checkpoints``: latest/best/final through MONAI's
   ``CheckpointSaver``, written atomically; ``resume``: continuing a run from its ``latest.pt``; ``rng``: the
   random-number state a resumed run needs;
-- ``export``: a run checkpoint's EMA weights -> a weights file for inference, with its task list.
+- ``export``: a run checkpoint's EMA weights -> a weights file for inference, with its task list;
+- ``incremental``: freezing all but new task/modality rows (``configs/incremental.json``) and the old-task check;
+- ``forgetting``: old tasks' Dice before and after a fine-tuning run (``--old_datalist``).
 """
 
-from . import batch, checkpoints, dice_metric, ema, export, lamb, losses, resume, rng, run_folder, schedule, validation
+from . import (
+    batch,
+    checkpoints,
+    dice_metric,
+    ema,
+    export,
+    forgetting,
+    incremental,
+    lamb,
+    losses,
+    resume,
+    rng,
+    run_folder,
+    schedule,
+    validation,
+)
 
 __all__ = [
     "batch",
@@ -21,6 +38,8 @@ __all__ = [
     "dice_metric",
     "ema",
     "export",
+    "forgetting",
+    "incremental",
     "lamb",
     "losses",
     "resume",
