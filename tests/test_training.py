@@ -304,9 +304,10 @@ def test_resumed_run_draws_what_the_uninterrupted_run_draws(tmp_path: Path, phan
 PHANTOM_SPACING = [1.5, 1.5, 1.5]
 
 
-def phantom_dice(configs: list[str], phantoms: dict, weights: dict) -> dict[str, float]:
+def phantom_dice(configs: list[str], phantoms: dict, weights: dict, overrides: dict | None = None) -> dict[str, float]:
     """Held-out Dice per task of (EMA) weights, computed here, not by the workflow: the network the configs build at
-    base 8, each phantom on its own grid in its dataset's task list plus one null, as trained and published."""
+    base 8, each phantom on its own grid in its dataset's task list plus one null, as trained and published
+    (``overrides``: more config values, e.g. the extra registries a fine-tuned network's size needs)."""
     from monai.bundle import ConfigParser
     from monai.inferers import SlidingWindowInferer
 
@@ -314,7 +315,7 @@ def phantom_dice(configs: list[str], phantoms: dict, weights: dict) -> dict[str,
 
     parser = ConfigParser()
     parser.read_config(configs)
-    parser.update({"datalist": phantoms["datalist"], "spacing": PHANTOM_SPACING, "base_channels": 8})
+    parser.update({"datalist": phantoms["datalist"], "spacing": PHANTOM_SPACING, "base_channels": 8, **(overrides or {})})
     registry = parser.get_parsed_content("task_registry")
     network = parser.get_parsed_content("network_def").eval()
     network.load_state_dict(weights)

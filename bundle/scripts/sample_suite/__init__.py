@@ -9,11 +9,19 @@ no package ships. ``ensure_sample_suite`` builds the suite once into a cache fol
 
 Modules: ``catalogue`` (what the suite contains), ``sources`` (fetching and checking the packages), ``conversion``
 (to NIfTI through MONAI's readers and the bundle's NIfTI writer), ``build`` (writing the suite), ``cache`` (the
-folder: claiming, locking, reuse), ``phantom_datasets`` (the learning-check phantoms).
+folder: claiming, locking, reuse), ``phantom_datasets`` (the learning-check phantoms), ``phantom_increments`` (old
+and new phantom datalists for learning after release).
 """
 
 from .cache import default_root, ensure_sample_suite
 from .errors import SampleDataError
 from .phantom_datasets import make_phantom_datasets
+from .phantom_increments import make_increment_datalists
 
-__all__ = ["SampleDataError", "default_root", "ensure_sample_suite", "make_phantom_datasets"]
+__all__ = [
+    "SampleDataError",
+    "default_root",
+    "ensure_sample_suite",
+    "make_increment_datalists",
+    "make_phantom_datasets",
+]
