@@ -40,7 +40,8 @@ sys.path.insert(0, str(BUNDLE))
 
 TINY = ["--base_channels", "8", "--roi_size", "[32,32,32]", "--val_overlap", "0", "--sw_batch_size", "4"]
 #: The recipe of the phantom learning tests (tests/test_training.py): the phantoms' own grid, LAMB lr 5e-3, EMA 0.9.
-RECIPE = ["--spacing", "[1.5,1.5,1.5]", "--learning_rate", "0.005", "--ema_decay", "0.9", "--affine_prob", "0"]
+RECIPE = ["--spacing", "[1.5,1.5,1.5]", "--ema_decay", "0.9", "--affine_prob", "0"]
+LEARNING_RATE = 0.005
 
 
 def run(configs: list[str], *overrides: str) -> float:
@@ -109,6 +110,13 @@ def main() -> None:
     parser.add_argument("--base_iterations", type=int, default=120)
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--shared", nargs="*", default=None, help="also run incremental with these modules training")
+    parser.add_argument(
+        "--incremental_lr",
+        type=float,
+        default=0.05,
+        help="LAMB lr of the incremental regime (only prior rows train; 0.005 barely moves them)",
+    )
+    parser.add_argument("--reuse_old", action="store_true", help="keep an old model already in --work/models")
     parser.add_argument("--out", default=str(Path(__file__).with_name("transfer_study.json")))
     parser.add_argument("--figure", action="store_true", help="copy the transfer model's heatmap to docs/figures")
     args = parser.parse_args()
@@ -123,16 +131,21 @@ def main() -> None:
         str(Path(lists["new"]).with_name("registry_new.json")),
     ]
     runs, models = work / "runs", work / "models"
-    shutil.rmtree(runs, ignore_errors=True)
-    shutil.rmtree(models, ignore_errors=True)
+    keep = args.reuse_old and (models / "old.pt").is_file()
+    for name in ("transfer", "incremental", "incremental_shared", "scratch") + (() if keep else ("old",)):
+        shutil.rmtree(runs / name, ignore_errors=True)
+        for suffix in (".pt", ".tasks.json"):
+            (models / f"{name}{suffix}").unlink(missing_ok=True)
     train = [str(BUNDLE / "configs" / "train.json")]
     incremental = train + [str(BUNDLE / "configs" / "incremental.json")]
 
-    def common(name: str, iterations: int) -> list[str]:
+    def common(name: str, iterations: int, learning_rate: float = LEARNING_RATE) -> list[str]:
         epochs = max(iterations // 20, 1)
         return [
             *TINY,
             *RECIPE,
+            "--learning_rate",
+            str(learning_rate),
             "--runs_root",
             str(runs),
             "--run_name",
@@ -149,19 +162,22 @@ def main() -> None:
             str(models / f"{name}.pt"),
         ]
 
-    seconds = {"old": run(train, "--datalist", lists["old"], *common("old", args.base_iterations))}
+    seconds = {"old": 0.0 if keep else run(train, "--datalist", lists["old"], *common("old", args.base_iterations))}
     base = str(models / "old.pt")
     finetune = ["--finetune", "true", "--finetune_model_path", base, "--old_datalist", lists["old"]]
-    regimes = {"transfer": (train, finetune), "incremental": (incremental, finetune), "scratch": (train, [])}
+    fast = args.incremental_lr
+    regimes = {
+        "transfer": (train, finetune, LEARNING_RATE),
+        "incremental": (incremental, finetune, fast),
+        "scratch": (train, [], LEARNING_RATE),
+    }
     if args.shared:
-        regimes["incremental_shared"] = (
-            incremental,
-            [*finetune, "--incremental_train_shared", json.dumps(args.shared)],
-        )
+        shared = ["--incremental_train_shared", json.dumps(args.shared)]
+        regimes["incremental_shared"] = (incremental, [*finetune, *shared], fast)
     results: dict = {"settings": vars(args), "regimes": {}}
     results["old_model_dice"] = held_out_dice(models / "old.pt", lists["old"], registries[:1])
-    for name, (configs, extra) in regimes.items():
-        seconds[name] = run(configs, "--datalist", lists["new"], *extra, *common(name, args.iterations))
+    for name, (configs, extra, learning_rate) in regimes.items():
+        seconds[name] = run(configs, "--datalist", lists["new"], *extra, *common(name, args.iterations, learning_rate))
         entry = {
             "held_out_dice": held_out_dice(models / f"{name}.pt", lists["new"], registries),
             "seconds": seconds[name],

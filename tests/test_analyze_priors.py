@@ -67,7 +67,8 @@ def trained(tmp_path_factory) -> dict:
     run_training("--datalist", str(new.with_name("us.json")), "--runs_root", str(root / "runs"), "--run_name", "us",
                  *TINY, "--spacing", "[1.5,1.5,1.5]", "--max_epochs", "1", "--iterations_per_epoch", "2",
                  "--export_to_bundle", "true", "--export_path", str(weights))
-    return {"root": root, "weights": weights, "image": new.parent / datalist["validation"][0]["image"]}
+    return {"root": root, "weights": weights, "image": new.parent / datalist["validation"][0]["image"],
+            "datalist": new.with_name("us.json")}
 
 
 def test_a_new_modality_grows_the_tables_and_inference_accepts_it(trained: dict, tmp_path: Path) -> None:
@@ -93,9 +94,15 @@ def test_a_new_modality_grows_the_tables_and_inference_accepts_it(trained: dict,
 
 def test_analyze_priors_on_a_bundle_trained_model(trained: dict, tmp_path: Path) -> None:
     out = tmp_path / "analysis"
-    done = analyze(str(trained["weights"]), "--out", str(out), "--datasets", "synthetic_phantom_c")
+    done = analyze(str(trained["weights"]), "--out", str(out), "--datasets", "synthetic_phantom_c", "--datalist",
+                   str(trained["datalist"]), "--roi_size", "32", "32", "32")
     assert done.returncode == 0, done.stderr[-3000:]
     check_matrices(out, tasks=3, modalities=7)
+    labels, posterior = read_matrix(out / "posterior_similarity_all.csv")  # tokens the network formed on the cases
+    assert len(labels) == 3 and np.array_equal(posterior, posterior.T) and np.array_equal(np.diag(posterior), np.ones(3))
+    _, priors = read_matrix(out / "task_similarity_all.csv")
+    assert not np.allclose(posterior, priors, atol=1e-3), "posterior tokens read the image; they are not the priors"
+    assert "Posterior task tokens (averaged over the datalist's windows) of 3 tasks" in (out / "summary.md").read_text()
     labels, _ = read_matrix(out / "modality_similarity_all.csv")
     assert labels == ["ct", "pet", "t1", "t2", "cine", NEW_MODALITY, "mr"]
     labels, _ = read_matrix(out / "task_similarity_all.csv")

@@ -1,6 +1,7 @@
 """What the learned priors say: which tasks and which modalities a trained Hermes holds alike.
 
     python -m scripts.analyze_priors WEIGHTS --out DIR [--datasets A,B] [--task_registry_extra FILE ...]
+        [--datalist LABELLED.json [--spacing 1.5 1.5 1.5] [--roi_size 64 64 64]]
 
 ``WEIGHTS`` is any file inference takes (the published checkpoint, a converted or exported weights file, a run
 checkpoint: its EMA weights), read through ``scripts.weights``. Task names come from the registry the weights travel
@@ -15,7 +16,9 @@ Written to ``DIR``:
   average-linkage hierarchical clustering on cosine distance (scipy);
 - ``task_nearest.csv``: each task's five nearest tasks on the concatenated priors;
 - ``summary.md``: what was analysed, same-name tasks of different datasets against all other pairs, the closest pairs
-  across datasets, and the modality similarities.
+  across datasets, and the modality similarities;
+- with ``--datalist`` (Hermes-R weights): ``posterior_similarity_all.csv|png``, the same for the posterior task tokens
+  the network forms on the datalist's cases, averaged per task over all windows (``scripts.posterior_tokens``).
 """
 
 from __future__ import annotations
@@ -188,6 +191,9 @@ def analyze(
     out: str | os.PathLike,
     extra_registries: list[str] = (),
     datasets: list[str] | None = None,
+    datalist: str | None = None,
+    spacing: list[float] | None = None,
+    roi_size: list[int] | None = None,
 ) -> dict:
     """Write every table, figure and the summary for the weights at ``weights_path`` into ``out``; return the numbers
     the summary states (``task_all``, ``modality_all`` matrices, labels, pair statistics)."""
@@ -222,6 +228,26 @@ def analyze(
         writer.writerow(["task", "rank", "neighbour", "cosine"])
         writer.writerows((t, r, n, f"{c:.6f}") for t, r, n, c in nearest)
     result["pairs"] = pair_statistics(labels, datasets, result["task_all"])
+    if datalist:
+        from .posterior_tokens import posterior_task_tokens
+
+        registries = companions_of(weights_path) + as_path_list(extra_registries)
+        tokens = posterior_task_tokens(
+            weights, source, datalist, registries, spacing or [1.5] * 3, roi_size or [64] * 3
+        )
+        seen = [i for i, task_id in enumerate(ids) if task_id in tokens]
+        if len(seen) < 2:
+            raise SetupError(f"--datalist {datalist}: its cases hold fewer than two of the analysed tasks")
+        vectors = np.stack([tokens[ids[i]].numpy() for i in seen])
+        result["posterior_labels"] = [labels[i] for i in seen]
+        result["posterior_all"] = cosine_matrix(vectors)
+        write_matrix(
+            out,
+            "posterior_similarity_all",
+            result["posterior_labels"],
+            result["posterior_all"],
+            "posterior task tokens on the datalist's windows",
+        )
     atomic_text(out / "summary.md", summary_text(source, registry, result, len(task_tables)))
     return result
 
@@ -250,6 +276,14 @@ def summary_text(source: str, registry: TaskRegistry, result: dict, sites: int) 
     lines += ["", "Modality priors (tokens averaged, all sites):", "", "| | " + " | ".join(names) + " |"]
     lines += ["|---" * (len(names) + 1) + "|"]
     lines += [f"| {n} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for n, row in zip(names, result["modality_all"])]
+    if "posterior_all" in result:
+        post, post_labels = result["posterior_all"], result["posterior_labels"]
+        lines += [
+            "",
+            f"Posterior task tokens (averaged over the datalist's windows) of {len(post_labels)} tasks: "
+            f"mean off-diagonal cosine {post[~np.eye(len(post), dtype=bool)].mean():.3f} "
+            "(`posterior_similarity_all.csv|png`).",
+        ]
     lines += ["", "Files: `task_similarity_*.csv|png`, `modality_similarity_*.csv|png`, `task_nearest.csv`.", ""]
     return "\n".join(lines)
 
@@ -260,9 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the tables, figures and summary")
     parser.add_argument("--task_registry_extra", nargs="*", default=[], help="extra task registry files")
     parser.add_argument("--datasets", default="", help="comma-separated datasets to analyse (default: all)")
+    parser.add_argument("--datalist", default=None, help="also compare posterior task tokens on these labelled cases")
+    parser.add_argument("--spacing", type=float, nargs=3, default=[1.5, 1.5, 1.5], help="with --datalist (mm)")
+    parser.add_argument("--roi_size", type=int, nargs=3, default=[64, 64, 64], help="with --datalist (voxels)")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.datasets.split(",") if name.strip()] or None
-    result = analyze(args.weights, args.out, args.task_registry_extra, only)
+    result = analyze(args.weights, args.out, args.task_registry_extra, only, args.datalist, args.spacing, args.roi_size)
     print(f"analysed {len(result['labels'])} tasks and {len(result['modalities'])} modalities -> {args.out}")
     return 0
 
