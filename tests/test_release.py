@@ -34,7 +34,8 @@ from scripts.io.checkpoints import CheckpointError
 from scripts.networks.hermes import HermesResUNet
 from scripts.registry import TaskRegistry
 from scripts.release import BUNDLE_NAME, build_release
-from scripts.weights import backbone_of_weights, grown_task_table, load_weights, read_weights_file
+from scripts.networks.rows import grown_rows
+from scripts.weights import backbone_of_weights, load_weights, read_weights_file
 
 DRIVE_URL = "https://drive.google.com/file/d/1s3Rc5zpgNz9FA2eqKBExaXQ_nsbAPMT8/view?usp=sharing"
 TINY = ["--base_channels", "4", "--roi_size", "[32,32,32]"]
@@ -251,13 +252,13 @@ def test_load_path_says_what_to_run_when_weights_are_missing_or_half_downloaded(
 def test_task_tables_grow_for_added_tasks_and_keep_every_published_row(tmp_path: Path) -> None:
     held = torch.arange(6.0).reshape(3, 2)  # two tasks + the null row
     target = torch.full((5, 2), -1.0)  # four tasks + the null row
-    grown = grown_task_table("fusion.0.task_prior", held, target)
+    grown = grown_rows("fusion.0.task_prior", held, target)
     assert torch.equal(grown[:2], held[:2]) and torch.equal(grown[-1], held[-1])
     assert torch.equal(grown[2:4], target[2:4])
-    assert grown_task_table("fusion.0.modality_prior", held, target) is held
-    assert grown_task_table("fusion.0.task_prior", target, held) is target  # never shrunk: a clear misfit instead
+    assert grown_rows("fusion.0.blocks.0.prior_mlp.fc1.weight", held, target) is held  # no per-task rows
+    assert grown_rows("fusion.0.task_prior", target, held) is target  # never shrunk: a clear misfit instead
     torch.save(tiny_network().state_dict(), tmp_path / "w.pt")  # 72 tasks cannot go into a 5-task network
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match="73 task rows .* gives the network only 6"):
         load_weights(HermesResUNet(base_channels=4, num_tasks=5, num_modalities=6), tmp_path / "w.pt",
                      grow_task_tables=True)
 
