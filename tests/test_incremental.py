@@ -85,6 +85,19 @@ def test_published_checkpoint_grows_by_two_tasks_and_a_modality_with_old_outputs
     assert torch.equal(outputs(reloaded)[0][tasks == -1], null_before), "the null token is still the null token"
 
 
+def test_norm_running_statistics_cannot_move_frozen_layers() -> None:
+    """Hermes has no such layer (InstanceNorm without running statistics); a network with one keeps them frozen."""
+    from scripts.networks.hermes import HermesResUNet
+    from scripts.training.incremental import freeze_all_but_new_rows, hold_running_statistics
+
+    assert hold_running_statistics(HermesResUNet(base_channels=4, num_tasks=2, num_modalities=2)) == 0
+    network = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    freeze_all_but_new_rows(network, {})
+    before = {name: t.clone() for name, t in network.state_dict().items()}
+    network.train()(torch.randn(8, 3) * 5 + 2)
+    assert list(network.parameters()) == [] and all(torch.equal(t, before[n]) for n, t in network.state_dict().items())
+
+
 def test_weights_with_more_task_rows_than_the_registry_are_refused(reference: dict) -> None:
     from scripts.io.checkpoints import CheckpointError
     from scripts.networks.hermes import HermesResUNet
