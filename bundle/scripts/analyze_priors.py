@@ -142,7 +142,7 @@ def write_heatmap(path: Path, labels: list[str], matrix: np.ndarray, title: str)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(temporary, dpi=110)
+    fig.savefig(temporary, dpi=110, bbox_inches="tight")
     plt.close(fig)
     os.replace(temporary, path)
 
@@ -150,13 +150,13 @@ def write_heatmap(path: Path, labels: list[str], matrix: np.ndarray, title: str)
 def write_matrix(out: Path, stem: str, labels: list[str], matrix: np.ndarray, title: str) -> None:
     """CSV plus the two heatmaps of one similarity matrix."""
     write_matrix_csv(out / f"{stem}.csv", labels, matrix)
-    write_heatmap(out / f"{stem}_by_dataset.png", labels, matrix, f"{title}, ordered by dataset")
+    write_heatmap(out / f"{stem}_by_dataset.png", labels, matrix, f"{title},\nordered by dataset")
     order = cluster_order(matrix)
     write_heatmap(
         out / f"{stem}_clustered.png",
         [labels[i] for i in order],
         matrix[np.ix_(order, order)],
-        f"{title}, clustered (average linkage)",
+        f"{title},\nclustered (average linkage)",
     )
 
 
