@@ -3,6 +3,7 @@
 An experiment, not a test. From ``bundle/``::
 
     python ../bench/transfer_study.py [--work DIR] [--base_iterations 120] [--iterations 60] [--shared task_head]
+        [--incremental_lr 0.05] [--reuse_old] [--figure]
 
 1. An "old" model is trained on ``synthetic_phantom_a`` (the organ) with ``configs/train.json``.
 2. On the same new data (``synthetic_phantom_c``: synthetic_phantom_b's images annotating organ, box and marker as
