@@ -116,8 +116,10 @@ class _BundleLayout:
 
 
 def _as_buffer(module: nn.Module, attribute: str) -> None:
-    value = module._parameters.pop(attribute)
-    module.register_buffer(attribute, value.detach().clone())
+    """The parameter ``attribute`` of ``module`` as a buffer of the same name and value (in the state dict as before)."""
+    value = getattr(module, attribute).detach().clone()
+    delattr(module, attribute)
+    module.register_buffer(attribute, value)
 
 
 def _device(model: nn.Module) -> torch.device:
