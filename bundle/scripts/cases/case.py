@@ -43,11 +43,15 @@ class StageClock:
 
 @dataclass
 class NativeGrid:
-    """The input's own grid: voxel->RAS affine, shape, and (for NIfTI inputs) its header to keep q/sform codes."""
+    """The input's own grid: voxel->RAS affine, shape, and what outputs on it keep of the input: a NIfTI input's
+    header (q/sform codes), an NRRD input's header (space and space directions), a DICOM series' files in slice order
+    (the source images a DICOM SEG references)."""
 
     affine: np.ndarray
     shape: tuple[int, ...]
     nifti_header: Any = None
+    nrrd_header: dict[str, Any] | None = None
+    dicom_files: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "affine_ras": np.round(self.affine, 6).tolist()}

@@ -47,6 +47,13 @@ def header_geometry(case: dict[str, Any]) -> tuple[tuple[int, ...], tuple[float,
     return None
 
 
+def nrrd_header(path: str) -> dict[str, Any]:
+    """An NRRD input's header, whose space and space directions its NRRD outputs keep."""
+    import nrrd
+
+    return dict(nrrd.read_header(path))
+
+
 def estimated_host_bytes(
     shape: Sequence[int], voxel_size: Sequence[float], spacing: Sequence[float], channels: int, invert_chunk: int
 ) -> int:
@@ -126,11 +133,12 @@ class CaseReader:
             index = self.modality.registry.modality_index(name)
             data["modality_index"] = torch.tensor(index, dtype=torch.long)
             data = self.normalize(data)
-        header = nib.load(item["image"]).header if item.get("format") == "nifti" else None
         native = NativeGrid(
             np.asarray(torch.as_tensor(data["native_affine"]).cpu(), dtype=np.float64),
             tuple(int(s) for s in data["native_shape"]),
-            header,
+            nib.load(item["image"]).header if item.get("format") == "nifti" else None,
+            nrrd_header(item["image"]) if item.get("format") == "nrrd" else None,
+            tuple(data.get("dicom_files", ())),
         )
         return Case(
             source=source,

@@ -117,7 +117,7 @@ class SegmentCases:
             case,
             groups,
             merged,
-            masks=self.writer.save_task_masks,
+            masks=self.writer.needs_masks,
             probabilities=self.writer.save_probabilities,
             network_labels=self.writer.save_overlay,
         )
@@ -148,7 +148,16 @@ class SegmentCases:
         return line
 
     def complete(self, engine: Any) -> None:
-        """After the last case: the per-stage totals of this rank's cases (``--profile true``)."""
+        """After the last case: the statistics table of every rank's cases (``--statistics true``), the per-stage
+        totals of this rank's cases (``--profile true``)."""
+        if self.writer.statistics:
+            rows = [row for part in self.ranks.gather(self.writer.statistics_rows) for row in part]
+            kept = [name for part in self.ranks.gather(self.writer.kept) for name in part]
+            if self.ranks.is_main:
+                self.writer.kept = kept
+                table = self.writer.write_statistics_table(rows)
+                if table is not None:
+                    engine.summary.say(f"Statistics: {table}")
         if self.profile and self.stage_totals:
             totals = ", ".join(f"{stage} {value:.2f} s" for stage, value in self.stage_totals.items())
             engine.summary.say(f"Profile (seconds summed over this process's cases): {totals}")

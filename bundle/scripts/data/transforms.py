@@ -250,9 +250,10 @@ class CheckImaged(MapTransform):
     """Reject what the network cannot segment (2D, 4D or multi-channel, NaN/Inf voxels, a degenerate affine).
 
     Runs right after ``LoadImaged`` (before any channel axis is added); squeezes trailing singleton dimensions of 3D
-    files, records the first key's own grid as ``native_affine`` / ``native_shape`` (written into every output) and a
-    DICOM series' Modality tag as ``dicom_modality``. An image that holds only a few integer values (a label map
-    given as the image, most likely) is reported through ``warn``.
+    files, records the first key's own grid as ``native_affine`` / ``native_shape`` (written into every output), a
+    DICOM series' Modality tag as ``dicom_modality`` and its files in slice order as ``dicom_files`` (what a DICOM SEG
+    references). An image that holds only a few integer values (a label map given as the image, most likely) is
+    reported through ``warn``.
     """
 
     def __init__(self, keys: KeysCollection = "image", warn: Any = None, allow_missing_keys: bool = False) -> None:
@@ -298,6 +299,8 @@ class CheckImaged(MapTransform):
         d["native_shape"] = shape
         if meta.get("dicom_modality"):
             d["dicom_modality"] = str(meta["dicom_modality"])
+        if meta.get("dicom_files"):
+            d["dicom_files"] = [str(f) for f in meta["dicom_files"]]
         if key == "image" and self.warn is not None and looks_like_labels(pixels):
             self.warn(f"{source}: the image holds only a few integer values; is it a label map rather than a scan?")
 

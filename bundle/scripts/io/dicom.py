@@ -173,5 +173,6 @@ class DicomSeriesReader(ImageReader):
             MetaKeys.SPACE: SpaceKeys.RAS,
             "dicom_modality": img.modality,
             "dicom_series_uid": img.series_uid,
+            "dicom_files": list(img.files),  # in slice order: what a DICOM SEG of this series references
         }
         return img.array, meta
