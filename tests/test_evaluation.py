@@ -278,10 +278,10 @@ def evaluate_run(sample_suite, tmp_path_factory, bundle_root: Path) -> dict:
         sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", CONFIGS,
         "--datalist", str(datalist), "--task_registry_extra", f"['{sample_suite['task_registry']}']",
         "--ckpt_path", str(weights), "--base_channels", "4", "--roi_size", "[32,32,32]",
-        "--overlap", "0", "--output_dir", str(out), "--save_predictions", "True",
+        "--overlap", "0", "--output_dir", str(out), "--save_predictions", "True", "--statistics", "true",
     ]
     completed = subprocess.run(command, cwd=bundle_root, capture_output=True, text=True, timeout=600)
-    return {"completed": completed, "out": out, "registry": registry,
+    return {"completed": completed, "out": out, "registry": registry, "lung_image": lung_image,
             "labels": {"breast1_image": breast / "breast1_label.nii.gz", "lung1_crop_image": lung_label}}
 
 
@@ -330,6 +330,30 @@ def test_evaluate_run_writes_one_row_per_case_and_task_with_consistent_numbers(e
         if again.status == "ok":
             assert float(row["native_hd95_mm"]) == pytest.approx(again.hd95_mm, rel=1e-4)
             assert float(row["native_nsd"]) == pytest.approx(again.nsd, rel=1e-4)
+
+
+def test_evaluate_run_gives_the_reference_labels_the_inference_statistics(evaluate_run: dict):
+    """--statistics true: the same columns as inference's statistics.csv, for each task of the reference labels."""
+    from scripts.cases.statistics import CSV_COLUMNS
+
+    with (evaluate_run["out"] / "statistics.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        rows = [row for row in reader if row["case"] == "lung1_crop_image"]
+    image = nib.load(evaluate_run["lung_image"])
+    hu = np.asarray(image.dataobj, dtype=np.float64)
+    labels = np.asarray(nib.load(evaluate_run["labels"]["lung1_crop_image"]).dataobj)
+    tasks = evaluate_run["registry"].tasks_of("sample_lung_ct")
+    assert [row["structure"] for row in rows] == [task.name for task in tasks]
+    voxel_ml = abs(np.linalg.det(image.affine[:3, :3])) / 1000.0
+    for row, task in zip(rows, tasks):
+        inside = labels == task.label
+        assert int(row["voxels"]) == int(inside.sum()) and inside.any()
+        assert float(row["volume_ml"]) == pytest.approx(inside.sum() * voxel_ml, rel=1e-5)
+        assert float(row["mean"]) == pytest.approx(hu[inside].mean(), rel=1e-5) and row["intensity_unit"] == "HU"
+        assert float(row["p95"]) == pytest.approx(np.percentile(hu[inside], 95), rel=1e-5)
+        centre = image.affine @ [*np.argwhere(inside).mean(0), 1.0]
+        np.testing.assert_allclose([float(v) for v in row["centre_of_mass_ras_mm"].split()], centre[:3], atol=1e-3)
 
 
 def test_evaluate_run_writes_the_markdown_summary(evaluate_run: dict):

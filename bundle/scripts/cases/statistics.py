@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io.atomic import atomic_text, unused_path
+from .case import Case
 
 INTENSITY_FIELDS = ("mean", "median", "std", "min", "max", "p5", "p95")
 #: The columns of a statistics CSV (inference's batch table and evaluation's reference table).
@@ -49,6 +50,25 @@ def intensity_unit(modality: str, dicom_units: str | None = None) -> str:
             return "SUV (g/ml)" if dicom_units.upper() == "GML" else dicom_units
         return "SUV"
     return ""
+
+
+def dicom_units(case: Case) -> str | None:
+    """The Units tag of a DICOM series (PET: BQML, GML...), or None."""
+    if not case.native.dicom_files:
+        return None
+    import pydicom
+
+    header = pydicom.dcmread(case.native.dicom_files[0], stop_before_pixels=True, force=True)
+    return str(header.get("Units", "")) or None
+
+
+def case_intensities(load: Callable[[dict], dict], case: Case) -> tuple[np.ndarray, str]:
+    """The case's input values on its own grid, read again from the source by ``load`` (the inference's reading
+    transforms), and their unit. Reading again costs one read per case; keeping the native image from the read to
+    the write would hold one more native volume for every case in flight (read ahead, predicting, writing)."""
+    image = load(dict(case.item))["image"]
+    values = np.asarray(image.cpu() if hasattr(image, "cpu") else image, dtype=np.float32)
+    return values.reshape(case.native.shape), intensity_unit(case.modality.name, dicom_units(case))
 
 
 def _intensity(values: np.ndarray) -> dict[str, float | None]:

@@ -37,8 +37,8 @@ from ..io.nrrd import write_nrrd
 from ..io.output_folder import OutputFolder
 from ..registry import slug
 from ..registry.codes import SegmentCodes
-from .case import Case, CaseResult, NativeGrid
-from .statistics import intensity_unit, statistics_rows, structure_statistics, write_statistics_csv
+from .case import CaseResult, NativeGrid
+from .statistics import case_intensities, statistics_rows, structure_statistics, write_statistics_csv
 
 MERGE_RULE = "mean probability of the listed tasks"
 LABEL_RULE = "each voxel: the label whose probability is highest and above the threshold; 0 = none"
@@ -318,10 +318,7 @@ class CaseWriter:
         """The per-structure statistics of ``result``'s label map with the input's values, read again here."""
         case = result.case
         assert self.intensities is not None
-        image = self.intensities(dict(case.item))["image"]
-        values = np.asarray(image.cpu() if hasattr(image, "cpu") else image, dtype=np.float32)
-        values = values.reshape(case.native.shape)
-        unit = intensity_unit(case.modality.name, dicom_units(case))
+        values, unit = case_intensities(self.intensities, case)
         names = {group.label: group.name for group in result.groups}
         return {
             "intensity_unit": unit,
@@ -381,16 +378,6 @@ class CaseWriter:
         if not rows:
             return None
         return write_statistics_csv(rows, self.output_dir / "statistics.csv", overwrite=self.overwrite)
-
-
-def dicom_units(case: Case) -> str | None:
-    """The Units tag of a DICOM series (PET: BQML, GML...), or None."""
-    if not case.native.dicom_files:
-        return None
-    import pydicom
-
-    header = pydicom.dcmread(case.native.dicom_files[0], stop_before_pixels=True, force=True)
-    return str(header.get("Units", "")) or None
 
 
 def sidecar_content(result: CaseResult, weights: dict[str, str], paths: OutputPaths) -> dict[str, Any]:

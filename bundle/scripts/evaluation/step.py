@@ -1,19 +1,23 @@
 """The evaluation step of the case engine: predict a labelled case exactly as inference does, then score it.
 
 After the last case the tables are written (never over earlier ones) and the per-dataset mean Dice goes into the
-engine's metrics, where ``--tracking mlflow`` picks it up.
+engine's metrics, where ``--tracking mlflow`` picks it up. With ``--statistics true`` the reference labels get the
+per-structure statistics inference writes for its results (``statistics.csv``, the same columns).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..cases.predict import CasePredictor
 from ..cases.read import CaseReader
 from ..cases.segment import draw_overlay
+from ..cases.statistics import case_intensities, statistics_rows, structure_statistics, write_statistics_csv
 from ..cases.write import CaseWriter
 from ..inference.inputs import described
 from ..inference.task_selection import TaskGroup
@@ -21,7 +25,7 @@ from ..io.naming import case_name
 from ..io.output_folder import OutputFolder
 from ..predict import dataset_contexts
 from ..registry import TaskRegistry
-from .cases import EvaluationCases
+from .cases import LABEL_FILE_KEY, EvaluationCases
 from .scoring import CaseScorer
 from .tables import dataset_means, markdown_report, task_summaries, write_csv, write_markdown
 
@@ -36,6 +40,8 @@ class EvaluateCase:
         scorer: the case's probabilities -> metric rows.
         output_dir: ``metrics.csv`` and ``metrics.md`` (earlier files are kept: new names ``metrics_1.csv``...).
         prediction_writer: writes each case's outputs as inference would (``--save_predictions true``), or None.
+        statistics: per-structure statistics of each case's reference labels with the input's values, which
+            ``intensities`` (the inference's reading transforms) reads again from the source.
     """
 
     continue_hint = "run the evaluation again (earlier metric files are kept; new ones get a new name)"
@@ -51,6 +57,8 @@ class EvaluateCase:
         prediction_writer: CaseWriter | None = None,
         settings: dict[str, Any] | None = None,
         file_stem: str = "metrics",
+        statistics: bool = False,
+        intensities: Callable[[dict], dict] | None = None,
     ) -> None:
         self.cases = cases
         self.reader = reader
@@ -62,6 +70,9 @@ class EvaluateCase:
         self.settings = dict(settings or {})
         self.file_stem = file_stem
         self.rows: list[dict[str, Any]] = []
+        self.statistics = bool(statistics) and intensities is not None
+        self.intensities = intensities
+        self.statistics_rows: list[dict[str, Any]] = []
         self.written: dict[str, Path] = {}
 
     def prepare(self) -> str:
@@ -83,6 +94,8 @@ class EvaluateCase:
         context = dataset_contexts(self.registry, [item["dataset"]])  # the dataset's tasks + a null, as trained
         probs = self.predictor.probabilities(case, context).float()
         rows = self.scorer.score(case, probs, self.predictor)
+        if self.statistics:
+            self.statistics_rows.extend(self.reference_statistics(case))
         if self.prediction_writer is not None:
             groups = [
                 TaskGroup(label=k + 1, name=task.name, members=(task,))
@@ -102,6 +115,15 @@ class EvaluateCase:
         self.rows.extend(rows)
         dice = ", ".join(f"{r['task']} {r['native_dice']:.3f}" for r in rows)
         return f"{item['dataset']}: native Dice {dice}"
+
+    def reference_statistics(self, case: Any) -> list[dict[str, Any]]:
+        """The statistics rows of the case's reference labels (one per task of its dataset)."""
+        assert self.intensities is not None
+        labels = np.asarray(self.scorer.load_label(case.item[LABEL_FILE_KEY])[0]).astype(np.int64)
+        values, unit = case_intensities(self.intensities, case)
+        names = {task.label: task.name for task in self.registry.tasks_of(case.item["dataset"])}
+        statistics = structure_statistics(labels, values, case.native.affine, names, unit)
+        return statistics_rows(case.item["case"], statistics)
 
     def complete(self, engine: Any) -> None:
         """Write the tables (failed cases listed with their reason) and report the per-dataset means."""
@@ -130,7 +152,9 @@ class EvaluateCase:
             for space in ("native", "resampled"):
                 if not math.isnan(entry[f"{space}_dice"]):
                     engine.state.metrics[f"mean_dice_{space}/{dataset}"] = float(entry[f"{space}_dice"])
-        engine.summary.say(f"Results: {self.written['csv']}, {self.written['markdown']}")
+        if self.statistics and self.statistics_rows:
+            self.written["statistics"] = write_statistics_csv(self.statistics_rows, self.folder.path / "statistics.csv")
+        engine.summary.say(f"Results: {', '.join(str(path) for path in self.written.values())}")
 
     def release(self) -> None:
         self.folder.release()
