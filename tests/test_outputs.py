@@ -11,6 +11,8 @@ import contextlib
 import csv
 import io
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -139,6 +141,16 @@ def test_dicom_seg_frames_land_on_their_source_slices_and_equal_the_nifti_masks(
                                                assert_missing_frames_are_empty=True)
     for index, number in enumerate(sorted(segments)):
         np.testing.assert_array_equal(np.transpose(pixels[..., index], (2, 1, 0)), masks[segments[number]["label"]])
+
+
+def test_dicom_seg_passes_dciodvfy(seg_run):
+    """dicom3tools' IOD validator (Debian package dicom3tools) finds no error or warning in the SEG."""
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    checked = subprocess.run(["dciodvfy", "-new", str(seg_run.out / "ct_series_seg.dcm")], capture_output=True,
+                             text=True, timeout=60)
+    report = (checked.stdout + checked.stderr).strip().splitlines()
+    assert report == ["Segmentation"], report
 
 
 def test_outputs_are_never_replaced_unasked(seg_run, weights):  # noqa: F811
