@@ -4,11 +4,15 @@
 DICOM reader rejects (two series, uneven slices) would be read anyway by another reader, and a corrupt file's
 error would be buried under every reader's refusal. This reader therefore never fails in ``read``: it keeps the
 error and raises it from ``get_data``, which ``LoadImage`` does not retry.
+
+One instance serves every thread of a run (read-ahead workers, and writers reading an input's values again for
+``--statistics``): which reader read an image is remembered per thread.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,14 @@ class InputImageReader(ImageReader):
     def __init__(self) -> None:
         super().__init__()
         self.readers = {"dicom": DicomSeriesReader(), "nrrd": NrrdReader(), "nifti": NibabelReader()}
-        self._last: ImageReader = self.readers["nifti"]
+        self._local = threading.local()  # .last: the reader of this thread's last read
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers started by spawn/forkserver get a pickled copy
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     @staticmethod
     def kind(path: str | os.PathLike) -> str:
@@ -47,18 +58,18 @@ class InputImageReader(ImageReader):
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
         path = data if isinstance(data, (str, os.PathLike)) else data[0]
-        self._last = self.readers[self.kind(path)]
+        self._local.last = self.readers[self.kind(path)]
         try:
             if self.kind(path) == "nifti":  # before MONAI's reader patches the header over
                 check_nifti_header(nib.load(path))
-            return self._last.read(data, **kwargs)
+            return self._local.last.read(data, **kwargs)
         except Exception as err:  # raised again from get_data, see the module docstring
             return _Failed(err)
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         if isinstance(img, _Failed):
             raise img.error
-        return self._last.get_data(img)
+        return getattr(self._local, "last", self.readers["nifti"]).get_data(img)
 
 
 def check_nifti_header(image: nib.Nifti1Image) -> None:
