@@ -27,7 +27,8 @@ from scripts.cases.statistics import structure_statistics
 from scripts.io.dicom import read_dicom_series
 from scripts.registry import TaskRegistry
 from scripts.registry.codes import SegmentCodes
-from test_inference_runs import BUNDLE, crop, run_in_process, save_dicom_series, save_nifti, save_nrrd, tilted
+from test_inference_runs import (BUNDLE, crop, nrrd_affine, run_in_process, save_dicom_series, save_nifti, save_nrrd,
+                                 tilted)
 from test_inference_runs import weights  # noqa: F401  (module fixture: tiny random weights)
 
 TASKS = "liver,amos_ct/spleen,left lung"
@@ -242,6 +243,18 @@ def test_nrrd_output_keeps_the_inputs_space_directions(ct, weights, tmp_path, ca
     labels, _ = nrrd.read(str(out / "ct_seg.nrrd"))
     assert int((labels == 1).sum()) == sidecar["labels"]["1"]["voxels"]
     assert not list(out.glob("*.nii.gz"))
+
+
+def test_nrrd_output_of_another_input_is_written_in_lps_on_its_grid(ct, tmp_path):
+    from scripts.io.nrrd import write_nrrd
+
+    hu, affine = ct
+    oblique = tilted(affine, hu.shape)
+    write_nrrd(tmp_path / "labels.nrrd", (hu > 0).astype(np.uint8), oblique)
+    array, header = nrrd.read(str(tmp_path / "labels.nrrd"))
+    assert header["space"] == "left-posterior-superior" and array.shape == hu.shape
+    np.testing.assert_array_equal(array, (hu > 0).astype(np.uint8))
+    np.testing.assert_allclose(nrrd_affine(tmp_path / "labels.nrrd"), oblique, atol=1e-9)
 
 
 # --- bad cases ------------------------------------------------------------------------------------------------
