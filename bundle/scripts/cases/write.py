@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..case_engine import AlreadyComplete
-from ..errors import CaseError, SetupError
+from ..errors import CaseError, SetupError, one_line
 from ..io.files import read_json_object, write_json
 from ..io.nifti import COMPRESSION_LEVELS, write_nifti
 from ..io.nrrd import write_nrrd
@@ -355,7 +355,10 @@ class CaseWriter:
                 content["dicom_seg_problem"] = "every label is empty: a DICOM SEG needs at least one segment"
                 return None
             algorithm = replace(self.algorithm, weights_sha256=str(weights.get("sha256", "")))
-            output.file(paths.dicom_seg, lambda tmp: write_dicom_seg(tmp, sources, segments, algorithm))
+            try:
+                output.file(paths.dicom_seg, lambda tmp: write_dicom_seg(tmp, sources, segments, algorithm))
+            except Exception as err:  # highdicom refuses what it cannot encode; the other outputs still count
+                raise CaseError(f"highdicom cannot build the SEG of this series ({one_line(err)})") from err
         except CaseError as err:
             content["dicom_seg_problem"] = str(err)
             return str(err)

@@ -57,7 +57,12 @@ def source_headers(files: Sequence[str]) -> list[pydicom.Dataset]:
     """The source series' headers (no pixel data), in slice order, checked for what a SEG references."""
     if not files:
         raise CaseError("the input is not a DICOM series; a DICOM SEG can only reference a DICOM series")
-    headers = [pydicom.dcmread(path, stop_before_pixels=True, force=True) for path in files]
+    headers = []
+    for path in files:
+        try:
+            headers.append(pydicom.dcmread(path, stop_before_pixels=True, force=True))
+        except Exception as err:  # the series changed since it was read: pydicom raises several types
+            raise CaseError(f"{path}: cannot read the source slice again ({type(err).__name__}: {err})") from err
     for path, ds in zip(files, headers):
         missing = [key for key in REQUIRED_SOURCE_ATTRIBUTES if key not in ds or ds.get(key) in (None, "")]
         if missing:
