@@ -161,6 +161,14 @@ def test_outputs_are_never_replaced_unasked(seg_run, weights):  # noqa: F811
     assert status == 1 and "already exists; pass --overwrite true to replace" in text
     after = {p.name: p.read_bytes() for p in seg_run.out.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert after == before
+    # continuing the batch: the kept case's statistics join the new table, which never replaces the earlier one
+    status, text = run_quiet(input=str(seg_run.series), output_dir=str(seg_run.out), ckpt_path=str(weights["plain"]),
+                             modality="ct", tasks=TASKS, output_format="dicom_seg", statistics=True,
+                             skip_existing=True)
+    assert status == 0 and "Summary: 0 done, 1 already complete, 0 failed" in text, text[-3000:]
+    assert (seg_run.out / "statistics.csv").read_bytes() == before["statistics.csv"]
+    assert (seg_run.out / "statistics_1.csv").read_bytes() == before["statistics.csv"]
+    (seg_run.out / "statistics_1.csv").unlink()
 
 
 # --- statistics -----------------------------------------------------------------------------------------------
