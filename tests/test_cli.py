@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 WORKFLOWS = {
     "training": ["configs/train.json"],
     "training (published recipe)": ["configs/train.json", "configs/train_published.json"],
+    "training (torchrun)": ["configs/train.json", "configs/multi_gpu_train.json"],
     "inference": ["configs/inference.json"],
     "evaluate": ["configs/inference.json", "configs/evaluate.json"],
 }
@@ -43,19 +45,66 @@ def _parser(files: list[str], **overrides):
     return parser
 
 
+def _switches(files: list[str]) -> list[str]:
+    return list(_parser(files).get("switches"))
+
+
 @pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
 def test_every_boolean_switch_of_every_workflow_means_what_it_says(workflow, monkeypatch):
+    """All switches of a workflow are checked in one call (``@flags``), ``distributed`` included."""
+    monkeypatch.setattr("scripts.cli._state", {"debug": False, "installed": False})  # --debug true sets it
     monkeypatch.chdir(BUNDLE)  # as a user runs it, from the bundle folder
     files = WORKFLOWS[workflow]
-    switches = list(_parser(files).get("flags"))
+    switches = _switches(files)
     assert {"debug", "amp"} <= set(switches), switches
+    if workflow.startswith("training"):
+        assert {"distributed", "resume", "finetune", "export_to_bundle"} <= set(switches), switches
     for name in switches:
         for word, expected in (("false", False), ("False", False), ("0", False), ("no", False), ("true", True)):
-            value = _parser(files, **{name: word}).get_parsed_content(f"flags#{name}")
-            assert value is expected, (workflow, name, word, value)
+            value = _parser(files, **{name: word}).get_parsed_content("flags")
+            assert value[name] is expected and getattr(value, name) is expected, (workflow, name, word, value)
         with pytest.raises(Exception) as err:
             _parser(files, **{name: "perhaps"}).get_parsed_content("flags")
         assert one_line(err.value) == f"--{name}: expected true or false, got 'perhaps'", (workflow, name)
+
+
+@pytest.mark.parametrize("word", ["false", "0", "no"])
+def test_distributed_false_means_one_process(word, monkeypatch):
+    """``--distributed false`` used to reach the config as the true string "false": validation then asked for a
+    process group that nobody had started."""
+    monkeypatch.chdir(BUNDLE)
+    parser = _parser(WORKFLOWS["training"], distributed=word, **{"validate#dataset": [{"image": "x"}]})
+    assert parser.get_parsed_content("validate#sampler") is None
+    parser = _parser(WORKFLOWS["training"], distributed="true", **{"validate#dataset": [{"image": "x"}]})
+    with pytest.raises(Exception) as err:
+        parser.get_parsed_content("validate#sampler")
+    assert "process group" in str(err.value.__cause__), err.value
+
+
+def _references(value, path: str = "") -> list[tuple[str, str]]:
+    """(config id, referenced id) for every ``@id`` in ``value``."""
+    if isinstance(value, dict):
+        return [r for k, v in value.items() for r in _references(v, f"{path}#{k}" if path else k)]
+    if isinstance(value, list):
+        return [r for i, v in enumerate(value) for r in _references(v, f"{path}#{i}")]
+    if isinstance(value, str):
+        return [(path, ref) for ref in re.findall(r"@([\w#]+)", value)]
+    return []
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
+def test_configs_read_switches_only_checked(workflow):
+    """A raw switch is whatever the command line typed ("false" is a true string); everything reads ``@flags``."""
+    files = WORKFLOWS[workflow]
+    switches = set(_switches(files))
+    raw = {}
+    for path in files:
+        raw.update(json.loads((BUNDLE / path).read_text()))
+    for where, ref in _references(raw):
+        if where.startswith("switches") or where == "flags":
+            continue
+        assert ref not in switches, f"{workflow}: {where} reads the unchecked switch @{ref}; read @flags.{ref}"
+        assert not ref.startswith("switches"), f"{workflow}: {where} reads @{ref}; only 'flags' checks switches"
 
 
 def test_errors_are_reported_in_one_line(capsys):

@@ -232,29 +232,6 @@ def test_datalist_problems_end_in_one_line_naming_file_and_item(tmp_path: Path, 
         assert_one_line_failure(done, f"datalist {datalist}", *parts)
 
 
-def test_switch_words_mean_what_they_say(phantoms: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    from monai.bundle import ConfigParser
-
-    from scripts.errors import SetupError, hermes_error_in
-
-    monkeypatch.chdir(BUNDLE_ROOT)
-    for word, meaning in (("false", False), ("False", False), (0, False), ("no", False), (False, False),
-                          ("true", True), ("True", True), (1, True), ("yes", True)):
-        parser = ConfigParser()
-        parser.read_config(TRAIN_CONFIG)
-        parser.update({"resume": word, "export_to_bundle": word, "overwrite": word, "amp": word, "debug": word,
-                       "native_slice_spacing": word, "finetune": word})
-        assert parser.get_parsed_content("flags") == dict.fromkeys(
-            ("debug", "amp", "resume", "export_to_bundle", "overwrite", "finetune", "native_slice_spacing"),
-            meaning), word
-    parser = ConfigParser()
-    parser.read_config(TRAIN_CONFIG)
-    parser.update({"overwrite": "sure"})
-    with pytest.raises(Exception) as err:
-        parser.get_parsed_content("flags")
-    assert isinstance(hermes_error_in(err.value), SetupError) and "--overwrite" in str(hermes_error_in(err.value))
-
-
 def test_check_properties_of_train_config(tmp_path: Path, phantoms: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     from monai.bundle import ConfigWorkflow
 

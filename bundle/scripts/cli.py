@@ -1,7 +1,9 @@
 """What every command of the bundle shares on the command line: switches as booleans, and failures as one line.
 
-``python -m monai.bundle run ... --resume false`` hands the config the *string* "false"; every boolean switch of every
-workflow goes through :func:`flag`, which accepts the usual words and rejects anything else naming the option.
+``python -m monai.bundle run ... --resume false`` hands the config the *string* "false". Each workflow config lists its
+switches once (``"switches": {"resume": "@resume", ...}``) and checks them all in one call, :func:`flags`, which
+accepts the usual words and rejects anything else naming the option; everything else reads the checked value as
+``@flags.resume``.
 
 A workflow that fails ends with one line naming the file or option and the problem (``error: ...``), not a traceback
 from deep inside MONAI; ``--debug true`` (or ``HERMES_DEBUG=1``) shows the traceback as well. The hook is installed
@@ -44,9 +46,23 @@ def flag(value: Any, name: str) -> bool:
     raise SetupError(f"--{name}: expected true or false, got {value!r}")
 
 
-def flags(**switches: Any) -> dict[str, bool]:
-    """Every switch of a workflow checked at once (configs evaluate this before any work starts)."""
-    return {name: flag(value, name) for name, value in switches.items()}
+class Flags(dict):
+    """A workflow's checked switches; configs read them as ``@flags.NAME`` (never the raw ``@NAME``)."""
+
+    def __getattr__(self, name: str) -> bool:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no switch named {name!r}; this workflow's switches: {sorted(self)}") from None
+
+
+def flags(**switches: Any) -> Flags:
+    """Every switch of a workflow checked in one call (``"flags": "$scripts.cli.flags(**@switches)"``, the first
+    ``initialize`` step after the error report), so a bad word stops the run before any work starts. ``debug`` takes
+    effect first, so a bad word in another switch shows its traceback under ``--debug true``."""
+    if "debug" in switches:
+        set_debug(switches["debug"])
+    return Flags({name: flag(value, name) for name, value in switches.items()})
 
 
 class _WithoutTraceback(logging.Filter):
