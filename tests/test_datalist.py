@@ -113,6 +113,28 @@ def test_every_bad_item_is_reported_once_with_index_and_image(case_dir: Path, re
     assert "training item 8 (image cases/kits.nii.gz): 'label' is missing" in message
     assert "section 'validation': is empty; add items or name another section" in message
     assert "section 'testing': missing (sections: ['training', 'validation'])" in message
+    _every_problem_reaches_the_user(err.value, 10)
+
+
+def _every_problem_reaches_the_user(error: Exception, count: int) -> None:
+    """A workflow fails on the datalist inside MONAI's config resolution; without --debug the user still reads every
+    problem (before the one-line summary), not only the first."""
+    import contextlib
+    import io
+
+    from scripts.cli import report
+
+    try:
+        raise RuntimeError("Failed to evaluate ConfigExpression: $scripts.data.datalist.read_datalist(...)") from error
+    except RuntimeError as wrapped:
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            report(type(wrapped), wrapped, wrapped.__traceback__)
+    lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+    assert lines[-1].startswith("error: datalist ") and f"{count} problem(s)" in lines[-1], lines
+    assert "Traceback" not in stderr.getvalue()
+    listed = [line for line in lines[:-1] if line.startswith("  - ")]
+    assert len(listed) == count and all(str(p) in stderr.getvalue() for p in error.args[0].splitlines()[1:]), lines
 
 
 def test_label_check_can_be_skipped_and_is_cached(case_dir: Path, registry: TaskRegistry, tmp_path: Path) -> None:

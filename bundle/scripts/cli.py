@@ -87,6 +87,18 @@ def debugging() -> bool:
     return bool(_state["debug"]) or os.environ.get("HERMES_DEBUG", "").strip().lower() in TRUE_WORDS
 
 
+def probability(value: Any, name: str) -> float:
+    """``value`` of ``--name`` as a number strictly between 0 and 1 (a threshold on probabilities: 0 labels
+    everything, 1 or more labels nothing); anything else is a ``SetupError``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0.0 < number < 1.0:
+        raise SetupError(f"--{name}: expected a number between 0 and 1 (exclusive), got {value!r}")
+    return number
+
+
 def required_setting(name: str, what: str) -> Any:
     """Stand-in for a config value the user must give (``--name VALUE``): fails with a message naming it."""
     raise SetupError(f"this configuration needs --{name}: {what}")
@@ -99,7 +111,11 @@ def report(exc_type: type[BaseException], exc: BaseException, tb: TracebackType 
     if isinstance(exc, KeyboardInterrupt):
         print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
         return
-    hint = "" if hermes_error_in(exc) is not None or debugging() else " (run with --debug true for the traceback)"
+    ours = hermes_error_in(exc)
+    if ours is not None and not debugging():  # the lines after the first (every problem of a datalist) come first
+        for line in str(ours).strip().splitlines()[1:]:
+            print(line, file=sys.stderr)
+    hint = "" if ours is not None or debugging() else " (run with --debug true for the traceback)"
     print(f"error: {one_line(exc)}{hint}", file=sys.stderr, flush=True)
 
 
