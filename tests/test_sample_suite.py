@@ -461,3 +461,17 @@ def test_phantom_anisotropic_size_and_bad_arguments(tmp_path):
     with pytest.raises(SetupError, match="phantom size"):
         phantom_datasets.make_phantom_datasets(tmp_path / "r", size=(4, 32, 32))
     assert os.listdir(tmp_path) == ["p"]
+
+
+def test_an_unwritable_home_says_what_to_do(tmp_path, monkeypatch):
+    """HOME that cannot be written (a service account, a read-only container) used to end in a raw FileNotFoundError;
+    the one line now names the folder and both ways out: HERMES_SAMPLE_DIR, or --datalist."""
+    blocker = tmp_path / "not-a-folder"  # a path below a file cannot be created, not even by root
+    blocker.write_text("")
+    monkeypatch.setenv("HOME", str(blocker / "home"))
+    monkeypatch.delenv("HERMES_SAMPLE_DIR", raising=False)
+    with pytest.raises(SampleDataError) as err:
+        cache.ensure_sample_suite()
+    message = str(err.value)
+    assert message.startswith(f"the sample suite's folder {blocker / 'home'}/.cache/") and "cannot be created" in message
+    assert "HERMES_SAMPLE_DIR" in message and "--datalist" in message and "\n" not in message

@@ -100,7 +100,13 @@ def ensure_sample_suite(root: str | os.PathLike | None = None) -> dict[str, Any]
     root = (Path(root).expanduser() if root is not None else default_root()).resolve()
     log: list[str] = []
     if cached_manifest(root) is None:
-        claim_folder(root, ROOT_MARKER, "sample-suite")
+        try:
+            claim_folder(root, ROOT_MARKER, "sample-suite")
+        except OSError as err:  # an unwritable or missing HOME, a read-only HERMES_SAMPLE_DIR
+            raise SampleDataError(
+                f"the sample suite's folder {root} cannot be created ({err.strerror or err}): set "
+                "HERMES_SAMPLE_DIR to a folder you can write to, or train on your own data with --datalist DATALIST"
+            ) from None
         with locked(root):
             if cached_manifest(root) is None:  # another process may have finished while we waited for the lock
                 from .build import build_suite  # only here: reusing the cache needs no MONAI import (5 s)
