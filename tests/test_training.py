@@ -99,7 +99,8 @@ def test_sample_suite_run_writes_checkpoints_metrics_and_tracking(suite_run: dic
 
     run_dir = suite_run["run_dir"]
     assert sorted(p.name for p in run_dir.glob("*.pt")) == ["best.pt", "final.pt", "latest.pt"]
-    assert not list(run_dir.glob(".*")), "a temporary checkpoint file was left behind"
+    assert [p.name for p in run_dir.glob(".*")] == [".hermes.lock"], "a temporary checkpoint file was left behind"
+    assert sorted(p.name for p in run_dir.glob("*.json")) == ["run.json", "run.tasks.json"]  # what the run is
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2, "TensorBoard files of trainer and evaluator"
 
     latest, best, final = (load(run_dir / name) for name in ("latest.pt", "best.pt", "final.pt"))
@@ -192,16 +193,55 @@ def test_resume_continues_removes_stale_temporary_and_exports(suite_run: dict, t
     assert load_weights(tiny_network(registry.num_tasks), exported).kind == "weights"  # what inference loads
 
 
-def test_export_entry_exports_any_run_checkpoint(suite_run: dict, tmp_path: Path) -> None:
+def test_export_entry_exports_any_run_checkpoint(suite_run: dict, tmp_path: Path, phantoms: dict) -> None:
+    """The export's task list is the run's own, even when --datalist now names another registry."""
     target = tmp_path / "best_model.pt"
     run_training("--runs_root", str(suite_run["runs"]), "--run_name", "s", "--export_checkpoint", "best.pt",
-                 "--export_path", str(target), run_id="export")
+                 "--export_path", str(target), "--datalist", phantoms["datalist"], run_id="export")
     best = load(suite_run["run_dir"] / "best.pt")
     assert all(torch.equal(v, best["ema_model_state_dict"][k]) for k, v in load(target).items())
-    assert target.with_name("best_model.tasks.json").is_file()
+    assert (json.loads(target.with_name("best_model.tasks.json").read_text())
+            == json.loads((suite_run["run_dir"] / "run.tasks.json").read_text()))
     refused = run_training("--runs_root", str(suite_run["runs"]), "--run_name", "s", "--export_path", str(target),
                            run_id="export", expect_ok=False)
     assert_one_line_failure(refused, str(target), "already exists")
+
+
+def test_a_run_checkpoint_is_weights_for_inference_and_the_converter(suite_run: dict, tmp_path: Path) -> None:
+    """The sample-suite run adds tasks: ``--ckpt_path runs/NAME/best.pt`` used to fail with a shape misfit, and the
+    converter with ``RuntimeError: Error(s) in loading state_dict``. The run's task list travels with its checkpoints."""
+    from monai.bundle import ConfigParser
+
+    from scripts.convert_checkpoint import convert
+    from scripts.io.checkpoints import CheckpointError
+    from scripts.registry import companions_of
+    from scripts.weights import load_weights
+
+    best = suite_run["run_dir"] / "best.pt"
+    assert companions_of(best) == [str(suite_run["run_dir"] / "run.tasks.json")]
+    parser = ConfigParser()  # what inference builds for --ckpt_path best.pt (its registry, backbone and network)
+    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE_ROOT), "ckpt_path": str(best), "base_channels": 8})
+    registry = parser.get_parsed_content("task_registry")
+    assert registry.num_tasks > 72, "the sample suite adds tasks: the point of this test"
+    network = parser.get_parsed_content("network_def")
+    assert load_weights(network, best).kind == "checkpoint (ema_model_state_dict)"
+
+    written = convert(best, tmp_path / "model.pt", base_channels=8)
+    assert load(written).keys() == load(best)["ema_model_state_dict"].keys()
+    assert companions_of(written) == [str(tmp_path / "model.tasks.json")]
+    assert load_weights(network, written).kind == "weights"
+    with pytest.raises(CheckpointError) as err:  # told the published 72 tasks: the misfit is explained
+        convert(best, tmp_path / "again.pt", base_channels=8, num_tasks=72)
+    assert f"{best}: the weights hold {registry.num_tasks} task rows but the network is built for 72" in str(err.value)
+
+
+def test_resume_with_other_shapes_is_refused(suite_run: dict) -> None:
+    other = [("[48,48,48]" if previous == "--roi_size" else value) for previous, value in zip(["", *SUITE], SUITE)]
+    refused = run_training("--runs_root", str(suite_run["runs"]), "--run_name", "s", *other, "--max_epochs", "2",
+                           "--resume", "true", expect_ok=False)
+    assert_one_line_failure(refused, f"--resume true: run {suite_run['run_dir']} was started with --roi_size "
+                                     "[32, 32, 32] (asked: [48, 48, 48])")
 
 
 # -------------------------------------------------------------------------------- failures before any work

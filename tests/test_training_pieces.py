@@ -151,6 +151,51 @@ def test_run_folder_never_reuses_a_run_and_resume_needs_latest(tmp_path: Path, m
         default_run_name(tmp_path / "none", resume=True)
 
 
+def test_a_run_folder_is_held_by_one_training_at_a_time(tmp_path: Path) -> None:
+    """Two trainings into one --run_name started seconds apart both wrote the folder; the second now stops."""
+    runs = tmp_path / "runs"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from scripts.training.run_folder import resolve_run_dir; "
+         f"resolve_run_dir({str(runs)!r}, 'shared'); print('held', flush=True); time.sleep(120)"],
+        cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for resume in (False, True):
+            if resume:
+                (runs / "shared" / "latest.pt").write_bytes(b"state")
+            with pytest.raises(SetupError, match=rf"^--run_name {re.escape(str(runs / 'shared'))} is in use by another "
+                                                 rf"run \(pid {holder.pid}\); wait for it to finish or choose another "
+                                                 "--run_name$"):
+                resolve_run_dir(runs, "shared", resume=resume)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert resolve_run_dir(runs, "shared", resume=True) == str(runs / "shared")  # free once the first has ended
+
+
+def test_a_run_records_its_settings_and_task_list_and_resumes_only_with_them(tmp_path: Path) -> None:
+    from scripts.registry import companions_of
+
+    runs = tmp_path / "runs"
+    extra = tmp_path / "my_tasks.json"
+    extra.write_text(json.dumps({"datasets": {"my_ct": {"modality": "ct", "sample_weight": 1.0,
+                                                        "intensity_aug_prob": 0.1}},
+                                 "tasks": [{"id": 72, "dataset": "my_ct", "label": 1, "name": "my organ"}]}))
+    registry = TaskRegistry.load(BUNDLE_ROOT / "configs" / "task_registry.json", [extra])
+    settings = {"roi_size": (64, 64, 64), "spacing": [3.0, 3.0, 3.0], "base_channels": 8, "num_tasks": 73}
+    run_dir = Path(resolve_run_dir(runs, "r", registry=registry, settings=settings))
+    assert json.loads((run_dir / "run.json").read_text())["settings"]["roi_size"] == [64, 64, 64]
+    assert companions_of(run_dir / "best.pt") == [str(run_dir / "run.tasks.json")]  # every checkpoint's task list
+    assert TaskRegistry.load(BUNDLE_ROOT / "configs" / "task_registry.json",
+                             companions_of(run_dir / "best.pt")).num_tasks == 73
+    (run_dir / "latest.pt").write_bytes(b"state")
+    assert resolve_run_dir(runs, "r", resume=True, settings={**settings, "roi_size": [64, 64, 64]}) == str(run_dir)
+    with pytest.raises(RunFolderError) as err:
+        resolve_run_dir(runs, "r", resume=True, settings={**settings, "roi_size": [32, 32, 32]})
+    assert str(err.value) == (f"--resume true: run {run_dir} was started with --roi_size [64, 64, 64] (asked: "
+                              "[32, 32, 32]); resume with the run's settings, or start a new run with another --run_name")
+
+
 # ---------------------------------------------------------------------------------------- checkpoints, resume
 class _Run:
     """A tiny trainer whose every iteration moves the weights, and an evaluator that 'validates' every epoch."""
@@ -291,17 +336,23 @@ def test_random_states_round_trip_every_source() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ export
-def test_export_writes_ema_weights_with_task_list_and_never_replaces_silently(tmp_path: Path) -> None:
+def test_export_writes_ema_weights_with_the_runs_task_list_and_never_replaces_silently(tmp_path: Path) -> None:
+    """The task list beside the export is the run's own (run.tasks.json in its folder), whatever registry the current
+    command would build: ``run export --run_name NAME`` with another --datalist used to write that datalist's."""
+    base = BUNDLE_ROOT / "configs" / "task_registry.json"
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
     extra = tmp_path / "my_tasks.json"
     extra.write_text(json.dumps({"datasets": {"my_ct": {"modality": "ct", "sample_weight": 1.0,
                                                         "intensity_aug_prob": 0.1}},
                                  "tasks": [{"id": 72, "dataset": "my_ct", "label": 1, "name": "my organ"}]}))
-    registry = TaskRegistry.load(BUNDLE_ROOT / "configs" / "task_registry.json", [extra])
-    ema = {"layer.weight": torch.arange(6.0).reshape(2, 3)}
-    checkpoint = tmp_path / "final.pt"
-    torch.save({"model_state_dict": {"layer.weight": torch.zeros(2, 3)}, "ema_model_state_dict": ema}, checkpoint)
+    TaskRegistry.load(base, [extra]).write_task_list(run_dir / "run.tasks.json")
+    ema = {"layer.weight": torch.arange(6.0).reshape(2, 3), "fusion.0.task_prior": torch.ones(74, 4)}
+    checkpoint = run_dir / "final.pt"
+    torch.save({"model_state_dict": {k: torch.zeros_like(v) for k, v in ema.items()}, "ema_model_state_dict": ema},
+               checkpoint)
     target = tmp_path / "models" / "model.pt"
-    assert export_run_weights(checkpoint, target, registry) == str(target)
+    assert export_run_weights(checkpoint, target, base) == str(target)
     assert torch.equal(load(target)["layer.weight"], ema["layer.weight"])
     companion = json.loads((tmp_path / "models" / "model.tasks.json").read_text())
     assert [task["name"] for task in companion["tasks"]] == ["my organ"]
@@ -310,15 +361,21 @@ def test_export_writes_ema_weights_with_task_list_and_never_replaces_silently(tm
     with pytest.raises(OutputExistsError, match="already exists"):
         check_export_target(target, overwrite=False)
     with pytest.raises(OutputExistsError, match="already exists"):
-        export_run_weights(checkpoint, target, registry)
+        export_run_weights(checkpoint, target, base)
     assert target.read_bytes() == b"user file"
-    export_run_weights(checkpoint, target, TaskRegistry.load(BUNDLE_ROOT / "configs" / "task_registry.json"),
-                       overwrite=True)
+    published = tmp_path / "published_run" / "final.pt"  # a run without extra tasks: no task list
+    published.parent.mkdir()
+    torch.save({"ema_model_state_dict": {"layer.weight": ema["layer.weight"]}}, published)
+    export_run_weights(published, target, base, overwrite=True)
     assert torch.equal(load(target)["layer.weight"], ema["layer.weight"])
     assert not (tmp_path / "models" / "model.tasks.json").exists(), "a stale task list stayed beside new weights"
-    torch.save({"weights": ema}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a run checkpoint"):
-        export_run_weights(tmp_path / "other.pt", tmp_path / "x.pt", registry)
+    (run_dir / "run.tasks.json").unlink()  # the run's task list lost: its 73 task rows fit no list it has
+    with pytest.raises(CheckpointError, match=r"final.pt: the weights hold 73 task rows but its task list \(none: the "
+                                              r"published tasks\) gives 72: the weights' task list travels beside"):
+        export_run_weights(checkpoint, tmp_path / "x.pt", base)
+    torch.save({"epoch": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="neither a weights file nor a Hermes checkpoint"):
+        export_run_weights(tmp_path / "other.pt", tmp_path / "x.pt", base)
 
 
 # ------------------------------------------------------------------------------------------- validation as configured

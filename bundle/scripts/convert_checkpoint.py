@@ -6,9 +6,10 @@ Run from the bundle folder::
 
 SRC may be the published checkpoint (its tensors are renamed to this bundle's names) or a run checkpoint of this
 bundle's training (``best.pt``, ``final.pt``, ``latest.pt``), of either backbone: Hermes-R or Hermes-M is recognised
-by the tensor names (``--backbone r|m`` insists on one). Every tensor is checked against the network built for that
-backbone (release size unless options or ``--config_file`` say otherwise) and the first misfit is named. The EMA
-weights are the default: they are the ones the paper evaluates. Inference and evaluation also read such files
+by the tensor names (``--backbone r|m`` insists on one), the number of tasks by the task table (a run that added tasks
+has more), and the task list that travels with the source (``run.tasks.json`` of a run) is written beside the result.
+Every tensor is checked against the network built for that backbone (release size unless options or ``--config_file``
+say otherwise) and the first misfit is named. The EMA weights are the default: they are the ones the paper evaluates. Inference and evaluation also read such files
 directly; converting once saves the renaming at every start and gives a smaller file. A failure is one line
 (``error: ...``, see ``scripts.cli``) and exit status 1.
 """
@@ -16,6 +17,7 @@ directly; converting once saves the renaming at every start and gives a smaller 
 from __future__ import annotations
 
 import argparse
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,7 +29,9 @@ from .errors import SetupError
 from .io.atomic import OutputExistsError, atomic_torch_save
 from .io.checkpoints import load_weights_only
 from .networks import backbone_class
-from .weights import STATE_KEYS, held_weights, state_dict_of
+from .registry import companion_path, companions_of
+from .networks.rows import row_counts
+from .weights import STATE_KEYS, fit_into, held_weights, state_dict_of
 
 NETWORK_OPTIONS = ("in_channels", "base_channels", "num_tasks", "num_modalities", "modality_tokens")
 #: Hermes-M's own architecture options (name -> number of values, 1 for a single int); release values by default.
@@ -95,10 +99,19 @@ def convert(
             f"--{misplaced[0]} is an option of {BACKBONE_NAMES['m']}, but {source} is converted for "
             f"{BACKBONE_NAMES[backbone]}"
         )
+    held = row_counts(dict(held_weights(checkpoint, str(source), state)[0])).get("task")
+    if held and "num_tasks" not in network_overrides and not config_file:
+        network_overrides = {**network_overrides, "num_tasks": held - 1}  # a run that added tasks has more rows
     network = build_network(config_file, network_overrides, backbone)
     weights, _ = state_dict_of(checkpoint, network, str(source), state)
-    network.load_state_dict(weights, strict=True)  # a last guard: exactly what inference will do
-    return atomic_torch_save(weights, destination, overwrite=overwrite)
+    fit_into(network, weights, str(source))  # a last guard: exactly what inference will do
+    written = atomic_torch_save(weights, destination, overwrite=overwrite)
+    task_list = companions_of(source)
+    if task_list:  # the source's task list travels with the converted weights
+        shutil.copyfile(task_list[0], companion_path(written))
+    else:
+        companion_path(written).unlink(missing_ok=True)
+    return written
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

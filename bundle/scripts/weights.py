@@ -55,6 +55,11 @@ HOW_TO_GET_WEIGHTS = (
     "model (python -m monai.bundle run training --config_file configs/train.json --export_to_bundle true), or pass "
     "--ckpt_path WEIGHTS"
 )
+#: Why a task table does not fit: the task list that travels with the weights is not the one the network was built for.
+TASK_LIST_ADVICE = (
+    "the weights' task list travels beside them (model.tasks.json for models/model.pt, run.tasks.json in a run "
+    "folder); keep it with the weights, or give the registry they were trained with (--task_registry_extra)"
+)
 BROKEN_FILE_ADVICE = (
     f"if it is a download that stopped part way or a web page saved in its place, delete it and download again "
     f"({DOWNLOAD_WRAPPER}), {MANUAL_DOWNLOAD}"
@@ -208,15 +213,34 @@ def load_weights(
         kind += f", task prior tables grown from {held['task'] - 1} to {now['task'] - 1} tasks"
     if held.get("modality", 0) < now.get("modality", 0):
         kind += f", modality tables grown from {held['modality']} to {now['modality']} modalities"
+    fit_into(network, weights, str(path))
+    return LoadedWeights(str(path.resolve()), sha256_of(path), kind)
+
+
+def fit_into(network: nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
+    """``network.load_state_dict(weights, strict=True)``, with a misfit explained in one line: a task table of
+    another size is the weights' task list gone missing; any other shape names the size options to check."""
+    expected = network.state_dict()
+    for name, tensor in weights.items():
+        if name not in expected or tuple(tensor.shape) == tuple(expected[name].shape):
+            continue
+        if name.endswith("task_prior") and tensor.ndim == 2 and tensor.shape[1:] == expected[name].shape[1:]:
+            raise CheckpointError(
+                f"{source}: the weights hold {tensor.shape[0] - 1} task rows but the network is built for "
+                f"{expected[name].shape[0] - 1}: {TASK_LIST_ADVICE}"
+            )
+        raise CheckpointError(
+            f"{source}: tensor '{name}' has shape {tuple(tensor.shape)} but the configured network needs "
+            f"{tuple(expected[name].shape)}; check {_SIZE_OPTIONS[backbone_of(expected)]} against the weights"
+        )
     try:
         network.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         detail = " ".join(line.strip() for line in str(err).strip().splitlines()[:3])
         raise CheckpointError(
-            f"{path}: weights do not fit the configured network ({detail[:400]}); check "
+            f"{source}: weights do not fit the configured network ({detail[:400]}); check "
             "network_def (base_channels, num_tasks) against the weights"
         ) from err
-    return LoadedWeights(str(path.resolve()), sha256_of(path), kind)
 
 
 def backbone_of_weights(ckpt_path: str | os.PathLike) -> str:

@@ -34,6 +34,8 @@ ITEM_FIELDS = (
 )
 #: Suffix of the task list written beside exported weights (``model.pt`` -> ``model.tasks.json``).
 COMPANION_SUFFIX = ".tasks.json"
+#: The task list of a training run, in its run folder: the companion of every checkpoint there.
+RUN_TASK_LIST = "run" + COMPANION_SUFFIX
 
 
 def normalize_task_name(name: str) -> str:
@@ -233,7 +235,11 @@ class TaskRegistry:
 
     def write_companion(self, weights_path: str | os.PathLike) -> Path | None:
         """Write ``<weights stem>.tasks.json`` (or remove a stale one when there are no extra tasks)."""
-        target = companion_path(weights_path)
+        return self.write_task_list(companion_path(weights_path))
+
+    def write_task_list(self, target: str | os.PathLike) -> Path | None:
+        """Write the extra datasets and tasks to ``target`` (removed when there are none: nothing stale remains)."""
+        target = Path(target)
         content = self.extra_content()
         if not content["datasets"] and "modalities" not in content:
             target.unlink(missing_ok=True)
@@ -263,9 +269,12 @@ def companion_path(weights_path: str | os.PathLike) -> Path:
 
 
 def companions_of(weights_path: str | os.PathLike) -> list[str]:
-    """The task list exported beside ``weights_path``, if there is one (as a list of extra registry files)."""
-    companion = companion_path(weights_path)
-    return [str(companion)] if companion.is_file() else []
+    """The task list that travels with ``weights_path`` (as a list of extra registry files): the one exported beside
+    it (``model.tasks.json``), else, for a run checkpoint (``runs/NAME/best.pt``), its run's task list."""
+    for companion in (companion_path(weights_path), Path(str(weights_path)).expanduser().parent / RUN_TASK_LIST):
+        if companion.is_file():
+            return [str(companion)]
+    return []
 
 
 def as_path_list(value: Any) -> list[str]:

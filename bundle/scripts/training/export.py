@@ -1,13 +1,14 @@
-"""A run checkpoint's EMA weights -> a weights file inference takes, with the task list the run trained with.
+"""A run checkpoint's EMA weights -> a weights file inference takes, with the run's own task list beside it.
 
 ``--export_to_bundle true`` exports ``final.pt`` at the end of training; an export that would be refused
 (``models/model.pt`` exists and ``--overwrite`` is not true) is refused before training starts. Any checkpoint of a
 run can be exported later with the ``export`` entry of ``configs/train.json``::
 
     python -m monai.bundle run export --config_file configs/train.json --run_name NAME \
-        [--export_checkpoint best.pt] [--export_path models/model.pt] [--overwrite true] [--datalist DATALIST]
+        [--export_checkpoint best.pt] [--export_path models/model.pt] [--overwrite true]
 
-(the datalist names the run's task registry, as in training).
+The task list written beside the weights is the run's own (``run.tasks.json`` in its folder), whatever ``--datalist``
+says now. (Serving formats, ONNX and PT2, are ``scripts.export``.)
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ import os
 from pathlib import Path
 
 import ignite.distributed as idist
-import torch
 
 from ..io.atomic import OutputExistsError, atomic_torch_save
-from ..io.checkpoints import CheckpointError, load_weights_only
-from ..registry import TaskRegistry
+from ..io.checkpoints import CheckpointError
+from ..registry import TaskRegistry, companions_of
+from ..networks.rows import row_counts
+from ..weights import TASK_LIST_ADVICE, held_weights, read_weights_file
 
 logger = logging.getLogger(__name__)
-
-#: The weights a run checkpoint holds, in the order they are preferred (Hermes evaluates its EMA weights).
-WEIGHT_KEYS = ("ema_model_state_dict", "model_state_dict")
 
 
 def check_export_target(destination: str | os.PathLike, overwrite: bool) -> None:
@@ -41,31 +40,33 @@ def check_export_target(destination: str | os.PathLike, overwrite: bool) -> None
         raise OutputExistsError(f"--export_path {path} is a folder; give the weights file to write")
 
 
-def run_weights(checkpoint_path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The EMA weights of a run checkpoint (its raw weights when it has none)."""
-    checkpoint = load_weights_only(checkpoint_path)
-    if isinstance(checkpoint, dict):
-        for key in WEIGHT_KEYS:
-            weights = checkpoint.get(key)
-            if isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values()):
-                return weights
-    raise CheckpointError(f"{checkpoint_path}: not a run checkpoint (no {' or '.join(WEIGHT_KEYS)})")
-
-
 def export_run_weights(
-    checkpoint_path: str | os.PathLike, destination: str | os.PathLike, registry: TaskRegistry, overwrite: bool = False
+    checkpoint_path: str | os.PathLike,
+    destination: str | os.PathLike,
+    registry_file: str | os.PathLike,
+    overwrite: bool = False,
 ) -> str | None:
-    """Write the checkpoint's EMA weights to ``destination`` and ``<destination stem>.tasks.json`` beside it.
+    """Write the checkpoint's EMA weights to ``destination`` and the run's task list beside it.
 
-    Rank 0 only (None on other ranks). The weights file is written atomically and never replaces an existing file
-    unless ``overwrite``; the task companion holds the datasets and tasks beyond the published ones (removed when
-    there are none, so a stale one never travels with new weights).
+    Rank 0 only (None on other ranks). ``registry_file`` is the base registry; the run's extra datasets and tasks
+    come from the task list that travels with the checkpoint. The weights file is written atomically and never
+    replaces an existing file unless ``overwrite``; the task companion is removed when there are no extra tasks, so a
+    stale one never travels with new weights.
     """
     if idist.get_rank() != 0:
         return None
     check_export_target(destination, overwrite)
-    weights = run_weights(checkpoint_path)
-    path = atomic_torch_save(weights, destination, overwrite=overwrite)
+    weights, _ = held_weights(read_weights_file(checkpoint_path), str(checkpoint_path))
+    task_list = companions_of(checkpoint_path)
+    registry = TaskRegistry.load(registry_file, task_list)
+    rows = row_counts(dict(weights)).get("task")
+    if rows is not None and rows != registry.num_tasks + 1:
+        raise CheckpointError(
+            f"{checkpoint_path}: the weights hold {rows - 1} task rows but its task list "
+            f"({task_list[0] if task_list else 'none: the published tasks'}) gives {registry.num_tasks}: "
+            f"{TASK_LIST_ADVICE}"
+        )
+    path = atomic_torch_save(dict(weights), destination, overwrite=overwrite)
     companion = registry.write_companion(path)
     logger.info("exported the EMA weights of %s to %s (task list: %s)", checkpoint_path, path, companion or "published")
     return str(path)
