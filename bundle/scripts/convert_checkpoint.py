@@ -9,9 +9,9 @@ bundle's training (``best.pt``, ``final.pt``, ``latest.pt``), of either backbone
 by the tensor names (``--backbone r|m`` insists on one), the number of tasks by the task table (a run that added tasks
 has more), and the task list that travels with the source (``run.tasks.json`` of a run) is written beside the result.
 Every tensor is checked against the network built for that backbone (release size unless options or ``--config_file``
-say otherwise) and the first misfit is named. The EMA weights are the default: they are the ones the paper evaluates. Inference and evaluation also read such files
-directly; converting once saves the renaming at every start and gives a smaller file. A failure is one line
-(``error: ...``, see ``scripts.cli``) and exit status 1.
+say otherwise) and the first misfit is named. The EMA weights are the default: they are the ones the paper evaluates.
+Inference and evaluation also read such files directly; converting once saves the renaming at every start and gives a
+smaller file. A failure is one line (``error: ...``, see ``scripts.cli``) and exit status 1.
 """
 
 from __future__ import annotations
