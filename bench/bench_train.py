@@ -61,7 +61,7 @@ def build_trainer(device: torch.device, size: int, batch: int, base_channels: in
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser.update({
         "bundle_root": str(BUNDLE), "device": f"$torch.device('{device}')", "base_channels": base_channels,
-        "task_registry_sources": [], "roi_size": [size] * 3, "batch_size": batch,
+        "task_registry#datalist": None, "roi_size": [size] * 3, "batch_size": batch,
         "max_epochs": 1, "iterations_per_epoch": iterations, "warmup_epochs": 0.1, "amp": device.type == "cuda",
     })
     network = parser.get_parsed_content("network")

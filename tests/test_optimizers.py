@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import LrScheduleHandler
 
 from scripts.training.lamb import Lamb
-from scripts.training.schedule import SchedulePosition, warmup_poly_factor, warmup_poly_schedule
+from scripts.training.schedule import WarmupPolySchedule, warmup_poly_factor
 
 
 def _reference_lamb(params, grads_fn, steps, lr, betas, eps, weight_decay, max_grad_norm):
@@ -119,15 +119,15 @@ def test_schedule_equals_the_published_formula() -> None:
     assert warmup_poly_factor(200, 5, 200) == 0.0 and warmup_poly_factor(250, 5, 200) == 0.0
     assert warmup_poly_factor(0, 0, 10) == 1.0
     with pytest.raises(ValueError, match="warmup_iters must be in"):
-        warmup_poly_schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 10, 10)
+        WarmupPolySchedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 10, 10)
     with pytest.raises(ValueError, match="total_iters > 0"):
-        warmup_poly_schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 0, 0)
+        WarmupPolySchedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 0, 0)
 
 
 def test_schedule_steps_per_iteration_in_an_ignite_engine() -> None:
     weight = torch.zeros(2, requires_grad=True)
     optimizer = Lamb([weight], lr=2e-3, weight_decay=1e-5)
-    scheduler = warmup_poly_schedule(optimizer, warmup_iters=4, total_iters=12)
+    scheduler = WarmupPolySchedule(optimizer, warmup_iters=4, total_iters=12)
     seen: list[float] = []
 
     def train_step(engine, batch):
@@ -148,21 +148,21 @@ def test_resumed_schedule_continues_at_its_position_with_the_new_length() -> Non
     """A resumed run keeps its position but follows its own configuration (e.g. a raised --max_epochs)."""
     weight = torch.zeros(2, requires_grad=True)
     optimizer = Lamb([weight], lr=2e-3)
-    scheduler = warmup_poly_schedule(optimizer, warmup_iters=2, total_iters=8)
+    scheduler = WarmupPolySchedule(optimizer, warmup_iters=2, total_iters=8)
     for _ in range(6):
         optimizer.step()
         scheduler.step()
     buffer = io.BytesIO()
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": SchedulePosition(scheduler).state_dict()}, buffer)
+    torch.save({"optimizer": optimizer.state_dict(), "schedule": scheduler.state_dict()}, buffer)
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)
 
     weight2 = torch.zeros(2, requires_grad=True)
     optimizer2 = Lamb([weight2], lr=2e-3)
-    longer = warmup_poly_schedule(optimizer2, warmup_iters=2, total_iters=16)
+    longer = WarmupPolySchedule(optimizer2, warmup_iters=2, total_iters=16)
     optimizer2.load_state_dict(saved["optimizer"])  # carries the rate of the old, shorter schedule
     assert optimizer2.param_groups[0]["lr"] == pytest.approx(2e-3 * warmup_poly_factor(6, 2, 8))
-    SchedulePosition(longer).load_state_dict(saved["schedule"])
+    longer.load_state_dict(saved["schedule"])
     assert longer.last_epoch == 6
     assert optimizer2.param_groups[0]["lr"] == pytest.approx(2e-3 * warmup_poly_factor(6, 2, 16))
     assert longer.get_last_lr() == [optimizer2.param_groups[0]["lr"]]

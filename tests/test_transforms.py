@@ -226,7 +226,7 @@ def test_train_json_chain_sampler_collate_and_prepare_batch(cases: list[dict], r
     parser = ConfigParser()
     parser.read_config("configs/train.json")
     parser.update({"datalist": str(datalist), "roi_size": [16, 16, 16], "block_margin": 6, "batch_size": 4,
-                   "iterations_per_epoch": 1, "num_workers": 0, "cache_rate": 0.0, "task_registry_sources": []})
+                   "iterations_per_epoch": 1, "num_workers": 0, "cache_rate": 0.0})
     loader = parser.get_parsed_content("train#dataloader")
     batch = next(iter(loader))
     assert batch["image"].shape == (4, 1, 16, 16, 16) and batch["label"].shape[:1] == (4,)
@@ -338,7 +338,10 @@ def _block_positions(affine_prob: float, draws: int, monkeypatch: pytest.MonkeyP
     parser = ConfigParser()
     parser.read_config("configs/train.json")
     parser.update({"roi_size": [8, 8, 8], "block_margin": 6, "affine_prob": affine_prob})
-    chain = Compose(parser.get_parsed_content("train#spatial_transforms"))
+    from scripts.data.augmentation import spatial_augmentation
+
+    settings = ("keys", "roi_size", "block_margin", "affine_prob", "mode")  # as train#augmentation gives them
+    chain = Compose(spatial_augmentation(**{k: parser.get_parsed_content(f"train#augmentation#{k}") for k in settings}))
     chain.set_random_state(seed=0)
     image = torch.arange(20 ** 3, dtype=torch.float32).reshape(1, 20, 20, 20)
     starts, resampled = [], 0

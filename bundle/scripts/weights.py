@@ -253,14 +253,15 @@ def backbone_of_weights(ckpt_path: str | os.PathLike) -> str:
     return backbone_of(weights)
 
 
-def start_from(network: nn.Module, ckpt_path: str | os.PathLike | None) -> nn.Module:
+def start_from(network: nn.Module, ckpt_path: str | os.PathLike | None, resuming: bool = False) -> nn.Module:
     """``network`` holding the weights at ``ckpt_path`` (any accepted file: the published checkpoint, a weights file,
-    a run checkpoint's EMA weights), ready to fine-tune; unchanged when ``ckpt_path`` is None or empty.
+    a run checkpoint's EMA weights), ready to fine-tune; unchanged when ``ckpt_path`` is None or empty, or when
+    ``resuming`` (the run's latest.pt holds the weights).
 
     Tasks the network's registry has beyond the weights' (a datalist that adds datasets) get new rows of the task
     prior tables, initialised as the network's own; every task id of the weights keeps its row.
     """
-    if ckpt_path is None or str(ckpt_path) == "":
+    if ckpt_path is None or str(ckpt_path) == "" or resuming:  # a resumed run's latest.pt holds its weights
         return network
     loaded = load_weights(network, ckpt_path, grow_task_tables=True)
     logger.info("fine-tuning starts from %s (%s, sha256 %s)", loaded.path, loaded.kind, loaded.sha256[:12])

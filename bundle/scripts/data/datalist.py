@@ -89,6 +89,13 @@ def own_registries(path: str | os.PathLike | None) -> list[str]:
     return resolved
 
 
+def checked_datalist(
+    path: str | os.PathLike, registry: TaskRegistry, sections: Sequence[str] = ("training", "validation")
+) -> Datalist:
+    """``read_datalist(...).checked()``: training's datalist, every problem of every section reported at once."""
+    return read_datalist(path, registry, sections).checked()
+
+
 def read_datalist(
     path: str | os.PathLike,
     registry: TaskRegistry,

@@ -13,13 +13,14 @@ folder: claiming, locking, reuse), ``phantom_datasets`` (the learning-check phan
 and new phantom datalists for learning after release).
 """
 
-from .cache import default_root, ensure_sample_suite
+from .cache import default_datalist, default_root, ensure_sample_suite
 from .errors import SampleDataError
 from .phantom_datasets import make_phantom_datasets
 from .phantom_increments import make_increment_datalists
 
 __all__ = [
     "SampleDataError",
+    "default_datalist",
     "default_root",
     "ensure_sample_suite",
     "make_increment_datalists",

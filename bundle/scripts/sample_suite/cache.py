@@ -115,3 +115,8 @@ def ensure_sample_suite(root: str | os.PathLike | None = None) -> dict[str, Any]
     if not log:
         log.append(f"reused the cached sample suite in {root}")
     return {**suite_paths(root), "log": log}
+
+
+def default_datalist() -> str:
+    """The sample suite's datalist (built on first use): what training reads without ``--datalist``."""
+    return str(ensure_sample_suite()["datalist"])

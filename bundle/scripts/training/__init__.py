@@ -3,7 +3,7 @@
 One job per module:
 - ``batch``: a collated batch -> image, network arguments and the targets of the loss and the metric;
 - ``losses``: the Hermes loss (masked BCE + adaptive Dice per task, modality cross-entropy);
-- ``lamb``: the LAMB optimiser; ``schedule``: the warm-up + poly learning-rate factor as a torch ``LambdaLR``;
+- ``lamb``: the LAMB optimiser; ``schedule``: the warm-up + poly learning-rate schedule, a torch ``LambdaLR``;
 - ``ema``: the published EMA rate on ignite's ``EMAHandler``;
 - ``dice_metric``: validation Dice per (dataset, task) on MONAI's ``CumulativeIterationMetric``;
 - ``validation``: when to validate (every N epochs and every epoch of the last few);
@@ -12,7 +12,8 @@ One job per module:
   random-number state a resumed run needs;
 - ``export``: a run checkpoint's EMA weights -> a weights file for inference, with its task list;
 - ``incremental``: freezing all but new task/modality rows (``configs/incremental.json``) and the old-task check;
-- ``forgetting``: old tasks' Dice before and after a fine-tuning run (``--old_datalist``).
+- ``forgetting``: old tasks' Dice before and after a fine-tuning run (``--old_datalist``);
+- ``processes``: torchrun set-up, the rank, per-rank seeds, the validation sampler.
 """
 
 from . import (
@@ -25,6 +26,7 @@ from . import (
     incremental,
     lamb,
     losses,
+    processes,
     resume,
     rng,
     run_folder,
@@ -42,6 +44,7 @@ __all__ = [
     "incremental",
     "lamb",
     "losses",
+    "processes",
     "resume",
     "rng",
     "run_folder",

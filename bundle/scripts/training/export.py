@@ -1,7 +1,8 @@
 """A run checkpoint's EMA weights -> a weights file inference takes, with the run's own task list beside it.
 
-``--export_to_bundle true`` exports ``final.pt`` at the end of training; an export that would be refused
-(``models/model.pt`` exists and ``--overwrite`` is not true) is refused before training starts. Any checkpoint of a
+``--export_to_bundle true`` exports ``final.pt`` at the end of training (the handler :class:`ExportAfterTraining`); an
+export that would be refused (``models/model.pt`` exists and ``--overwrite`` is not true) is refused before training
+starts. Any checkpoint of a
 run can be exported later with the ``export`` entry of ``configs/train.json``::
 
     python -m monai.bundle run export --config_file configs/train.json --run_name NAME \
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 
 import ignite.distributed as idist
+from ignite.engine import Engine, Events
 
 from ..io.atomic import OutputExistsError, atomic_torch_save
 from ..io.checkpoints import CheckpointError
@@ -70,3 +72,45 @@ def export_run_weights(
     companion = registry.write_companion(path)
     logger.info("exported the EMA weights of %s to %s (task list: %s)", checkpoint_path, path, companion or "published")
     return str(path)
+
+
+def export_run_checkpoint(
+    runs_root: str | os.PathLike,
+    run_name: str,
+    checkpoint: str,
+    destination: str | os.PathLike,
+    registry_file: str | os.PathLike,
+    overwrite: bool = False,
+) -> str | None:
+    """The ``export`` entry: ``runs_root/run_name/checkpoint`` exported as :func:`export_run_weights` does."""
+    return export_run_weights(Path(runs_root) / str(run_name) / checkpoint, destination, registry_file, overwrite)
+
+
+class ExportAfterTraining:
+    """Handler: export ``runs_root/run_name/checkpoint`` when training completes (``--export_to_bundle true``).
+
+    Made before training starts (put it first among the handlers: before anything creates the run folder), it
+    refuses at once an export that would be refused at the end. Its export step is registered when the run starts, so
+    it follows every checkpoint saver's ``COMPLETED`` step (``final.pt`` is written first) whatever the handler order.
+    """
+
+    def __init__(
+        self,
+        runs_root: str | os.PathLike,
+        run_name: str,
+        checkpoint: str,
+        destination: str | os.PathLike,
+        registry_file: str | os.PathLike,
+        overwrite: bool = False,
+    ) -> None:
+        check_export_target(destination, overwrite)
+        self.source = (runs_root, run_name, checkpoint)
+        self.destination = destination
+        self.registry_file = registry_file
+        self.overwrite = overwrite
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda e: e.add_event_handler(Events.COMPLETED, self))
+
+    def __call__(self, engine: Engine) -> None:
+        export_run_checkpoint(*self.source, self.destination, self.registry_file, self.overwrite)

@@ -23,6 +23,7 @@ from ..errors import SetupError, one_line
 from ..io.checkpoints import CheckpointError, load_weights_only
 from .checkpoints import progress_entries
 from .ema import unwrap_model
+from .run_folder import LATEST
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class ResumeFromCheckpoint:
     """Trainer handler restoring a run from ``load_path`` when the trainer starts.
 
     Args:
-        load_path: the run's ``latest.pt``.
+        load_path: the run's ``latest.pt``, or its run folder (which holds it).
         load_dict: checkpoint entry -> object with ``load_state_dict`` (restored in this order: give the optimiser
             before the schedule).
         evaluator: gets its best metric and epoch back (None: not restored).
@@ -60,7 +61,7 @@ class ResumeFromCheckpoint:
     def __init__(
         self, load_path: str | os.PathLike, load_dict: Mapping[str, Any], evaluator: Engine | None = None
     ) -> None:
-        self.load_path = Path(load_path)
+        self.load_path = Path(load_path) / LATEST if Path(load_path).is_dir() else Path(load_path)
         self.load_dict = dict(load_dict)
         self.evaluator = evaluator
         checkpoint = load_weights_only(self.load_path, map_location="cpu")

@@ -111,7 +111,7 @@ def resolve_run_dir(
             "continue it, or choose another --run_name"
         )
     recorded = run_dir / RUN_SETTINGS
-    settings = _plain(settings or {})
+    settings = _plain({**(settings or {}), **({"num_tasks": registry.num_tasks} if registry is not None else {})})
     if resume and recorded.is_file():
         _check_same_settings(run_dir, json.loads(recorded.read_text(encoding="utf-8")).get("settings", {}), settings)
     elif idist.get_rank() == 0:  # a fresh run, or one started before runs recorded what they are
@@ -143,3 +143,10 @@ def _check_same_settings(run_dir: Path, recorded: Mapping[str, Any], requested: 
             f"--resume true: run {run_dir} was started with {shown}; resume with the run's settings, or start a "
             "new run with another --run_name"
         )
+
+
+def tracking_uri(runs_root: str | os.PathLike) -> str:
+    """MLflow's store for ``--tracking mlflow``: one SQLite file beside the runs (``runs_root/mlruns.db``)."""
+    from monai.utils import path_to_sqlite_uri
+
+    return path_to_sqlite_uri(os.path.abspath(os.path.join(runs_root, "mlruns.db")))

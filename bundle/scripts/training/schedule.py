@@ -35,42 +35,39 @@ def warmup_poly_factor(iteration: int, warmup_iters: int, total_iters: int, powe
     return remaining**power if remaining > 0.0 else 0.0
 
 
-def warmup_poly_schedule(optimizer: Optimizer, warmup_iters: float, total_iters: float, power: float = 0.9) -> LambdaLR:
+class WarmupPolySchedule(LambdaLR):
     """``LambdaLR`` with :func:`warmup_poly_factor`; the first iteration runs at ``WARMUP_BASE ** -10`` × base.
 
-    The factor is a ``functools.partial``, whose settings are not part of the scheduler's ``state_dict``: a resumed
-    run keeps the schedule of its own configuration (a raised ``--max_epochs`` lengthens it).
-    """
-    warmup, total = int(warmup_iters), int(total_iters)
-    if total <= 0:
-        raise ValueError(f"the schedule needs total_iters > 0 (max_epochs × iterations_per_epoch), got {total}")
-    if not 0 <= warmup < total:
-        raise ValueError(f"warmup_iters must be in [0, total_iters), got {warmup} of {total}")
-    return LambdaLR(optimizer, partial(warmup_poly_factor, warmup_iters=warmup, total_iters=total, power=float(power)))
-
-
-class SchedulePosition:
-    """Checkpoint entry of a ``LambdaLR``: saves its state, restores only its position.
-
-    A resumed run continues at the saved iteration but with the current configuration's base rate and length, and
-    its optimiser gets the rate of that position at once (the saved optimiser carries the rate of the old schedule).
-    Restore it after the optimiser.
+    Its checkpoint restores only its position: a resumed run continues at the saved iteration but with the current
+    configuration's base rate and length (a raised ``--max_epochs`` lengthens it), and its optimiser gets the rate of
+    that position at once (the saved optimiser carries the rate of the old schedule). Restore it after the optimiser.
+    The factor is a ``functools.partial``, whose settings are not part of the ``state_dict``.
     """
 
     POSITION_KEYS = ("last_epoch", "_step_count")
 
-    def __init__(self, scheduler: LambdaLR) -> None:
-        self.scheduler = scheduler
+    def __init__(self, optimizer: Optimizer, warmup_iters: float, total_iters: float, power: float = 0.9) -> None:
+        warmup, total = int(warmup_iters), int(total_iters)
+        if total <= 0:
+            raise ValueError(f"the schedule needs total_iters > 0 (max_epochs × iterations_per_epoch), got {total}")
+        if not 0 <= warmup < total:
+            raise ValueError(f"warmup_iters must be in [0, total_iters), got {warmup} of {total}")
+        super().__init__(optimizer, partial(warmup_poly_factor, warmup_iters=warmup, total_iters=total, power=power))
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict()
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        current = self.state_dict()
+        current.update({key: state_dict[key] for key in self.POSITION_KEYS if key in state_dict})
+        super().load_state_dict(current)
+        for group, base, factor in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base * factor(self.last_epoch)
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        current = self.scheduler.state_dict()
-        current.update({key: state[key] for key in self.POSITION_KEYS if key in state})
-        self.scheduler.load_state_dict(current)
-        position = self.scheduler.last_epoch
-        rates = [base * factor(position) for base, factor in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
-        for group, rate in zip(self.scheduler.optimizer.param_groups, rates):
-            group["lr"] = rate
-        self.scheduler._last_lr = rates  # what get_last_lr() reports until the next step
+    def get_last_lr(self) -> list[float]:
+        """The rates in use: the optimiser's (equal to torch's record after every step, and right after a restore)."""
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+
+def epoch_schedule(
+    optimizer: Optimizer, warmup_epochs: float, max_epochs: float, iterations_per_epoch: int, power: float = 0.9
+) -> WarmupPolySchedule:
+    """:class:`WarmupPolySchedule` with its lengths in epochs, as the configs give them."""
+    return WarmupPolySchedule(optimizer, warmup_epochs * iterations_per_epoch, max_epochs * iterations_per_epoch, power)

@@ -1,0 +1,58 @@
+"""One training process among several (torchrun) or alone: setting up, the rank, seeds, the validation sampler.
+
+``--distributed true`` (``configs/multi_gpu_train.json``) starts the process group (nccl on CUDA, gloo on CPU) and
+pins each rank's GPU; every rank seeds its own random stream (seed + rank), and only rank 0 logs. Validation is split
+over the ranks without padding, so no case is counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ignite.distributed as idist
+import monai
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
+
+from ..cli import Flags
+
+
+def start(flags: Flags, device: torch.device, seed: int) -> int:
+    """Start the process group if ``flags.distributed``, seed this rank, quieten ignite off rank 0; the rank."""
+    if flags.distributed:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(device)
+    if rank() > 0:
+        logging.getLogger("ignite").setLevel(logging.WARNING)
+    monai.utils.set_determinism(seed=seed + rank())
+    return rank()
+
+
+def stop() -> None:
+    """End the process group if one was started."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return idist.get_rank()
+
+
+def is_not_rank0() -> bool:
+    """Rank-0-only handlers (logging, checkpoints) are disabled with this."""
+    return rank() > 0
+
+
+def generator(seed: int) -> torch.Generator:
+    """This rank's sampling stream: seed + rank, so ranks draw different items."""
+    return torch.Generator().manual_seed(int(seed) + rank())
+
+
+def validation_sampler(dataset: Dataset, flags: Flags) -> Sampler | None:
+    """Under ``--distributed true`` each rank validates its share (no padding: every case once); else None."""
+    if not flags.distributed:
+        return None
+    return monai.data.DistributedSampler(dataset, even_divisible=False, shuffle=False)
