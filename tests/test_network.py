@@ -111,3 +111,19 @@ def test_torch_export_matches_eager(tiny_network: HermesResUNet) -> None:
         export_seg, export_modality = exported.module()(image, task_index, modality_index)
     torch.testing.assert_close(export_seg, eager_seg, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(export_modality, eager_modality, rtol=1e-4, atol=1e-4)
+
+
+def test_both_backbones_implement_only_what_differs() -> None:
+    """Forward, input checks and the context protocol are HermesNetwork's, written once; the predictor shares the
+    task-free part of a window between contexts for any HermesNetwork (not for whatever has a method of that name)."""
+    import inspect
+
+    from scripts.networks import BACKBONES, HermesNetwork
+    from scripts.predict import WindowPredictor
+
+    for backbone in BACKBONES.values():
+        assert issubclass(backbone, HermesNetwork)
+        assert not {"forward", "check_inputs", "forward_contexts"} & set(vars(backbone)), backbone
+        assert {"encode_context_free", "decode"} <= set(vars(backbone)), backbone
+    assert "HermesNetwork" in inspect.getsource(WindowPredictor.forward)
+    assert "hasattr" not in inspect.getsource(WindowPredictor.forward)

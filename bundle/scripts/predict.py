@@ -16,6 +16,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from .networks.base import HermesNetwork
 from .registry import NULL_TASK, TaskRegistry
 
 #: Pads the rows of a contexts tensor (a row's tokens are task ids and -1 nulls).
@@ -165,7 +166,7 @@ class WindowPredictor(nn.Module):
         modality = modality_index.reshape(-1)[:1].to(windows.device)
         lengths = (rows != ABSENT).sum(dim=1).tolist()
         shared = None
-        if len(rows) > 1 and hasattr(self.network, "encode_context_free"):  # the task-free part once per window
+        if len(rows) > 1 and isinstance(self.network, HermesNetwork):  # the task-free part once per window
             self.network.check_inputs(windows, rows[:1, : lengths[0]].expand(count, -1), modality.expand(count))
             with self._autocast(windows):
                 shared = self._pass("encode_context_free")(self._layout(windows.float()))

@@ -2,6 +2,7 @@
 
 from ..checkpoint_names import BACKBONE_NAMES
 from ..errors import SetupError
+from .base import HermesNetwork
 from .hermes import HermesResUNet
 from .medformer import HermesMedFormer
 
@@ -18,4 +19,4 @@ def backbone_class(backbone: str) -> type:
     return BACKBONES[key]
 
 
-__all__ = ["BACKBONES", "HermesMedFormer", "HermesResUNet", "backbone_class"]
+__all__ = ["BACKBONES", "HermesMedFormer", "HermesNetwork", "HermesResUNet", "backbone_class"]

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .base import Decoded, HermesNetwork
 from .blocks import DecoderStage, EncoderStage, Stem
-from .contract import check_inputs, flat_modality_index
 from .heads import ModalityHead, PosteriorPrototypeHead
 from .priors import PriorFusionLayer
 
@@ -25,7 +25,7 @@ FUSION_SITES = ((2, 2), (3, 2), (4, 4), (3, 2), (2, 2))
 SIZE_DIVISOR = 16
 
 
-class HermesResUNet(nn.Module):
+class HermesResUNet(HermesNetwork):
     """Universal segmentation network: one binary output channel per requested task.
 
     Args:
@@ -49,14 +49,11 @@ class HermesResUNet(nn.Module):
         modality_tokens: int = 10,
         size_divisor: int = SIZE_DIVISOR,
     ) -> None:
-        super().__init__()
+        super().__init__(num_tasks, num_modalities, size_divisor)
         if len(num_blocks) != 4:
             raise ValueError(f"num_blocks needs one count per encoder stage (4), got {list(num_blocks)}")
         if base_channels < 1 or num_tasks < 1 or num_modalities < 1 or modality_tokens < 1:
             raise ValueError("base_channels, num_tasks, num_modalities and modality_tokens must all be positive")
-        self.num_tasks = num_tasks
-        self.size_divisor = size_divisor
-        self.num_modalities = num_modalities
         widths = [w * base_channels for w in LEVEL_WIDTHS]
 
         self.stem = Stem(in_channels, widths[0])
@@ -71,9 +68,6 @@ class HermesResUNet(nn.Module):
         self.task_head = PosteriorPrototypeHead(token_dim, widths[0])
         self.modality_head = ModalityHead(token_dim, num_modalities)
 
-    def check_inputs(self, image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> None:
-        check_inputs(image, task_index, modality_index, self.size_divisor, self.num_tasks, self.num_modalities)
-
     def encode_context_free(self, image: torch.Tensor) -> list[torch.Tensor]:
         """The part of the network the task tokens do not reach: stem and encoder stages 1-2, before the first fusion.
 
@@ -85,15 +79,10 @@ class HermesResUNet(nn.Module):
         skips.append(self.encoder[1](skips[1]))
         return skips
 
-    def forward_contexts(
-        self,
-        shared: list[torch.Tensor],
-        task_index: torch.Tensor,
-        modality_index: torch.Tensor,
-        return_modality_logits: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-        """The rest of the forward pass from ``encode_context_free``'s output, for the given task tokens."""
-        n = task_index.shape[1]
+    def decode(
+        self, shared: list[torch.Tensor], task_index: torch.Tensor, modality_index: torch.Tensor, auxiliary: bool
+    ) -> Decoded:
+        """Encoder stages 3-4 and the decoder from ``encode_context_free``'s output; no auxiliary head."""
         skips = list(shared[:2])
         tokens = []
         x = shared[2]
@@ -110,33 +99,4 @@ class HermesResUNet(nn.Module):
             if i < 2:  # fusion after decoder stages 1 and 2
                 x, priors = self.fusion[3 + i](x, task_index, modality_index)
                 tokens.append(priors)
-
-        posterior = torch.cat(tokens, dim=2)  # B × (n + L) × 34·base
-        seg_logits = self.task_head(x, posterior[:, :n])
-        if not return_modality_logits:
-            return seg_logits
-        return seg_logits, self.modality_head(posterior[:, n:])
-
-    def forward(
-        self,
-        image: torch.Tensor,
-        task_index: torch.Tensor,
-        modality_index: torch.Tensor,
-        return_modality_logits: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-        """Segment the requested tasks.
-
-        Args:
-            image: B×C×D×H×W, spatial sizes multiples of 16.
-            task_index: B×n global task ids; −1 pads a shorter task list (null token).
-            modality_index: B or B×1 modality ids; −1 = MRI of unknown sequence.
-            return_modality_logits: also return the modality head's B×M logits (sliding-window inference skips them).
-
-        Returns:
-            ``(seg_logits B×n×D×H×W, modality_logits B×M)``, or only ``seg_logits``.
-        """
-        modality_index = flat_modality_index(modality_index)
-        self.check_inputs(image, task_index, modality_index)
-        return self.forward_contexts(
-            self.encode_context_free(image), task_index, modality_index, return_modality_logits
-        )
+        return Decoded(x, torch.cat(tokens, dim=2))  # posterior: B × (n + L) × 34·base

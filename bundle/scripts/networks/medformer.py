@@ -2,9 +2,8 @@
 
 Computes what the published ``Hermes_MedFormer`` computes (checked against reference outputs in
 tests/test_network_medformer.py); a published-format checkpoint loads after renaming with ``scripts.convert_checkpoint``
-(which recognises the backbone by its tensor names). Same contract as :class:`HermesResUNet`: ``forward(image,
-task_index, modality_index)`` -> ``(seg_logits, modality_logits)``, and ``encode_context_free`` / ``forward_contexts``
-for inference running several task contexts on one window.
+(which recognises the backbone by its tensor names). The contract (``forward``, ``check_inputs``, the context
+protocol) is :class:`~scripts.networks.base.HermesNetwork`'s; this module implements the MedFormer encoder and decoder.
 
 Auxiliary output: in training mode (``network.train()``, what MONAI's trainer sets) the segmentation output is the
 list ``[main logits, auxiliary logits]`` for ``HermesLoss(deep_supervision_weights=[0.5, 0.5])``; in eval mode (EMA
@@ -19,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import Decoded, HermesNetwork
 from .bidirectional import BidirectionalFusionSite
 from .blocks import DecoderStage, Stem
-from .contract import check_inputs, flat_modality_index
 from .heads import ModalityHead, PosteriorPrototypeHead
 from .hermes import LEVEL_WIDTHS, SIZE_DIVISOR
 from .map_fusion import SemanticMapFusion
@@ -30,10 +29,8 @@ from .medformer_blocks import ConvDownStage, MapDownStage, MapUpStage
 # Fusion sites as (level, level of the deeper input or None): after encoder stages 2-4, then decoder stages 1-2.
 FUSION_SITES = ((2, None), (3, None), (4, None), (3, 4), (2, 3))
 
-SegOutput = torch.Tensor | list[torch.Tensor]
 
-
-class HermesMedFormer(nn.Module):
+class HermesMedFormer(HermesNetwork):
     """Universal segmentation network on the MedFormer backbone: one binary output channel per requested task.
 
     Args:
@@ -65,7 +62,7 @@ class HermesMedFormer(nn.Module):
         modality_tokens: int = 10,
         size_divisor: int = SIZE_DIVISOR,
     ) -> None:
-        super().__init__()
+        super().__init__(num_tasks, num_modalities, size_divisor)
         if len(attention_blocks) != len(FUSION_SITES) or len(conv_blocks) != 3:
             raise ValueError(
                 f"attention_blocks needs 5 counts and conv_blocks 3, got {list(attention_blocks)} and "
@@ -78,9 +75,6 @@ class HermesMedFormer(nn.Module):
             )
         if size_divisor % 16:
             raise ValueError(f"size_divisor must be a multiple of 16 (four patch mergings), got {size_divisor}")
-        self.num_tasks = num_tasks
-        self.num_modalities = num_modalities
-        self.size_divisor = size_divisor
         widths = [w * base_channels for w in LEVEL_WIDTHS]
 
         self.stem = Stem(in_channels, widths[0])
@@ -115,9 +109,6 @@ class HermesMedFormer(nn.Module):
         self.aux_head = PosteriorPrototypeHead(token_dim, widths[2])
         self.modality_head = ModalityHead(token_dim, num_modalities)
 
-    def check_inputs(self, image: torch.Tensor, task_index: torch.Tensor, modality_index: torch.Tensor) -> None:
-        check_inputs(image, task_index, modality_index, self.size_divisor, self.num_tasks, self.num_modalities)
-
     def encode_context_free(self, image: torch.Tensor) -> list[torch.Tensor]:
         """What the task tokens do not reach: the stem, encoder stage 1, and stage 2's patch merging and semantic map.
 
@@ -128,16 +119,11 @@ class HermesMedFormer(nn.Module):
         x1 = self.encoder[0](x0)
         return [x0, x1, *self.encoder[1](x1)]
 
-    def forward_contexts(
-        self,
-        shared: list[torch.Tensor],
-        task_index: torch.Tensor,
-        modality_index: torch.Tensor,
-        return_modality_logits: bool = True,
-        return_auxiliary: bool | None = None,
-    ) -> tuple[SegOutput, torch.Tensor] | SegOutput:
-        """The rest of the forward pass from ``encode_context_free``'s output, for the given task tokens."""
-        auxiliary = self.training if return_auxiliary is None else return_auxiliary
+    def decode(
+        self, shared: list[torch.Tensor], task_index: torch.Tensor, modality_index: torch.Tensor, auxiliary: bool
+    ) -> Decoded:
+        """Encoder stages 2-4 with their fusion, the map fusion and the decoder from ``encode_context_free``'s output;
+        ``auxiliary``: also the prototypes applied after decoder stage 2, upsampled to full size."""
         n = task_index.shape[1]
         skips = list(shared[:2])
         x, semantic_map = shared[2], shared[3]
@@ -161,37 +147,6 @@ class HermesMedFormer(nn.Module):
         posterior = torch.cat(tokens, dim=2)  # B × (n + L) × 34·base
         aux_logits = self.aux_head(x, posterior[:, :n]) if auxiliary else None
         x = self.decoder[3](self.decoder[2](x, skips[1]), skips[0])
-        seg_logits: SegOutput = self.task_head(x, posterior[:, :n])
         if aux_logits is not None:
             aux_logits = F.interpolate(aux_logits.float(), size=x.shape[2:], mode="trilinear", align_corners=True)
-            seg_logits = [seg_logits, aux_logits]
-        if not return_modality_logits:
-            return seg_logits
-        return seg_logits, self.modality_head(posterior[:, n:])
-
-    def forward(
-        self,
-        image: torch.Tensor,
-        task_index: torch.Tensor,
-        modality_index: torch.Tensor,
-        return_modality_logits: bool = True,
-        return_auxiliary: bool | None = None,
-    ) -> tuple[SegOutput, torch.Tensor] | SegOutput:
-        """Segment the requested tasks.
-
-        Args:
-            image: B×C×D×H×W, spatial sizes multiples of 16.
-            task_index: B×n global task ids; −1 pads a shorter task list (null token).
-            modality_index: B or B×1 modality ids; −1 = MRI of unknown sequence.
-            return_modality_logits: also return the modality head's B×M logits (sliding-window inference skips them).
-            return_auxiliary: segmentation output ``[main, auxiliary]`` (auxiliary: the prototypes applied after
-                decoder stage 2, upsampled to full size) instead of the main logits; default: in training mode.
-
-        Returns:
-            ``(seg_logits B×n×D×H×W, modality_logits B×M)``, or only ``seg_logits``.
-        """
-        modality_index = flat_modality_index(modality_index)
-        self.check_inputs(image, task_index, modality_index)
-        return self.forward_contexts(
-            self.encode_context_free(image), task_index, modality_index, return_modality_logits, return_auxiliary
-        )
+        return Decoded(x, posterior, aux_logits)
