@@ -24,7 +24,7 @@ from scripts.io.atomic import OutputExistsError
 from scripts.io.checkpoints import CheckpointError
 from scripts.registry import TaskRegistry
 from scripts.training.batch import HermesPrepareBatch, HermesTargets
-from scripts.training.checkpoints import BestCheckpointSaver, FinalCheckpointSaver, LatestCheckpointSaver
+from scripts.training.checkpoints import RunCheckpoints
 from scripts.training.dice_metric import PerTaskDice, PerTaskDiceHandler
 from scripts.training.export import check_export_target, export_run_weights
 from scripts.training.resume import ResumeFromCheckpoint
@@ -227,9 +227,7 @@ class _Run:
         self.trainer.add_event_handler(Events.EPOCH_COMPLETED, self.validate)
         weights = {"model_state_dict": self.network, "ema_model_state_dict": self.ema}
         resumable = {**weights, "optimizer_state_dict": self.optimizer}
-        LatestCheckpointSaver(str(run_dir), resumable, save_interval, self.evaluator).attach(self.trainer)
-        BestCheckpointSaver(str(run_dir), weights, self.evaluator).attach(self.trainer)
-        FinalCheckpointSaver(str(run_dir), weights, self.evaluator).attach(self.trainer)
+        RunCheckpoints(str(run_dir), resumable, weights, save_interval, self.evaluator).attach(self.trainer)
 
 
 def test_checkpoints_when_and_what(tmp_path: Path, caplog) -> None:
@@ -430,7 +428,8 @@ def test_validation_runs_dataset_contexts_and_survives_absent_tasks(registry: Ta
                                     key_val_metric=parser.get_parsed_content("validate#key_metric"), decollate=False)
     trainer = Engine(lambda engine, batch: None)
     ValidationSchedule(interval=1, validator=evaluator).attach(trainer)
-    BestCheckpointSaver(str(tmp_path), {"model_state_dict": predictor.network}, evaluator).attach(trainer)
+    weights = {"model_state_dict": predictor.network}
+    RunCheckpoints(str(tmp_path), weights, weights, evaluator=evaluator).attach(trainer)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread is fastest, and never stalls on a busy machine
     try:

@@ -1,4 +1,4 @@
-"""The run's checkpoints, written through MONAI's ``CheckpointSaver`` with one fixed file name each, atomically.
+"""The run's checkpoints, one fixed file name each, written atomically by one handler (:class:`RunCheckpoints`).
 
 - ``latest.pt`` every ``save_interval`` epochs and once at the end (unless that state is already saved): everything a
   resumed run needs (weights, EMA weights, optimiser, schedule, random-number state, progress);
@@ -9,15 +9,14 @@ The files keep the published layout (``model_state_dict``, ``ema_model_state_dic
 ``epoch``) plus ``iteration``, ``best_metric``, ``best_metric_epoch`` and, in ``latest.pt``, ``lr_scheduler_state_dict``
 and ``rng_state``. ``best.pt`` and ``final.pt`` are for use, not resuming: no optimiser or schedule.
 
-MONAI's saver writes with ignite's ``DiskSaver`` in place (not atomic) and removes the old file before writing the
-new one. Here its ignite ``Checkpoint`` objects write through ``scripts.io.atomic.atomic_torch_save`` (a killed save
-leaves the old file intact and its temporary is removed by the next save) and "removing" the fixed name is a no-op,
-so the old file is replaced in one step. No save on an exception: a failed iteration's state is not worth keeping.
+Each file is an ignite ``Checkpoint`` (public API only) whose save handler writes through
+``scripts.io.atomic.atomic_torch_save`` (a killed save leaves the old file intact and its temporary is removed by the
+next save); "removing" the fixed name is a no-op, so the old file is replaced in one step. No save on an exception: a
+failed iteration's state is not worth keeping.
 """
 
 from __future__ import annotations
 
-import abc
 import logging
 import os
 from collections.abc import Mapping
@@ -26,8 +25,7 @@ from typing import Any
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
-from ignite.handlers.checkpoint import BaseSaveHandler
-from monai.handlers import CheckpointSaver
+from ignite.handlers.checkpoint import BaseSaveHandler, Checkpoint
 
 from ..io.atomic import atomic_torch_save
 from .run_folder import BEST, FINAL, LATEST
@@ -74,91 +72,61 @@ def progress_entries(trainer: Engine, evaluator: Engine | None) -> dict[str, Eng
     return entries
 
 
-class RunCheckpointSaver(CheckpointSaver, abc.ABC):
-    """MONAI ``CheckpointSaver`` writing ``save_dir/filename`` atomically, plus the progress numbers.
+class RunCheckpoints:
+    """Trainer handler writing ``latest.pt``, ``best.pt`` and ``final.pt`` into the run folder.
 
     Args:
         save_dir: the run folder.
-        save_dict: name -> object with ``state_dict`` (networks, optimiser, ...).
-        filename: the fixed file name.
-        evaluator: where the best metric lives (None: not saved).
-        kwargs: what MONAI's saver takes to decide when to save.
+        resume_contents: what ``latest.pt`` holds (name -> object with ``state_dict``: networks, optimiser, ...).
+        weights_contents: what ``best.pt`` and ``final.pt`` hold.
+        save_interval: ``latest.pt`` every this many epochs (and once at the end if that epoch was not saved).
+        evaluator: where the best metric and its epoch live (None: no ``best.pt``, no best metric saved).
+
+    ``best.pt`` is written after a validation that improved the evaluator's best key metric: the evaluator keeps the
+    best value and its epoch (restored on resume), so "improved" has one owner, the trainer epoch that just validated
+    is the evaluator's ``best_metric_epoch``. Attach it after the validation handler.
     """
 
     def __init__(
-        self, save_dir: str, save_dict: Mapping[str, Any], filename: str, evaluator: Engine | None = None, **kwargs: Any
+        self,
+        save_dir: str | os.PathLike,
+        resume_contents: Mapping[str, Any],
+        weights_contents: Mapping[str, Any],
+        save_interval: int = 1,
+        evaluator: Engine | None = None,
     ) -> None:
-        super().__init__(save_dir=save_dir, save_dict=dict(save_dict), **kwargs)
+        self.save_dir = Path(save_dir)
+        self.contents = {LATEST: dict(resume_contents), BEST: dict(weights_contents), FINAL: dict(weights_contents)}
+        self.save_interval = max(int(save_interval), 1)
         self.evaluator = evaluator
-        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
-            if checkpoint is not None:
-                checkpoint.save_handler = AtomicFileSaver(save_dir, filename)
+        self.checkpoints: dict[str, Checkpoint] = {}
+        self.latest_epoch = -1
 
     def attach(self, engine: Engine) -> None:
-        """Add the trainer's progress to what is saved (ignite's ``Checkpoint`` objects share ``save_dict``)."""
-        self.save_dict.update(progress_entries(engine, self.evaluator))
-        if self._name is None:
-            self.logger = engine.logger
-        self.attach_events(engine)
-
-    @abc.abstractmethod
-    def attach_events(self, engine: Engine) -> None:
-        """Register when this checkpoint is written (each subclass says)."""
-
-
-class LatestCheckpointSaver(RunCheckpointSaver):
-    """``latest.pt`` every ``save_interval`` epochs, and at the end if the last epoch was not saved."""
-
-    def __init__(
-        self, save_dir: str, save_dict: Mapping[str, Any], save_interval: int = 1, evaluator: Engine | None = None
-    ) -> None:
-        super().__init__(save_dir, save_dict, LATEST, evaluator, save_interval=max(int(save_interval), 1), n_saved=1)
-
-    def attach_events(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.interval_completed)
+        progress = progress_entries(engine, self.evaluator)
+        for name, contents in self.contents.items():
+            self.checkpoints[name] = Checkpoint(
+                {**contents, **progress},
+                AtomicFileSaver(self.save_dir, name),
+                n_saved=1,
+                global_step_transform=lambda trainer, _: trainer.state.iteration,
+            )
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save_latest)
+        if self.evaluator is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_if_improved)
         engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def save_latest(self, engine: Engine) -> None:
+        self.checkpoints[LATEST](engine)
+        self.latest_epoch = engine.state.epoch
+
+    def save_if_improved(self, engine: Engine) -> None:
+        state, epoch = self.evaluator.state, engine.state.epoch
+        if getattr(state, "epoch", -1) == epoch and getattr(state, "best_metric_epoch", -1) == epoch:
+            self.checkpoints[BEST](engine)
 
     def completed(self, engine: Engine) -> None:
         """A release-size ``latest.pt`` is about 1 GB: write it at the end only if this epoch is not saved yet."""
-        saved = self._interval_checkpoint._saved if self._interval_checkpoint is not None else []
-        if not saved or saved[-1].priority != engine.state.epoch:
-            self.interval_completed(engine)
-
-
-class BestCheckpointSaver(RunCheckpointSaver):
-    """``best.pt`` after a validation that improved the evaluator's best key metric.
-
-    The evaluator keeps the best value and its epoch (restored on resume), so "improved" has one owner: the trainer
-    epoch that just validated is the evaluator's ``best_metric_epoch``. MONAI's key-metric checkpoint then scores the
-    evaluator. Attach it to the trainer after the validation handler.
-    """
-
-    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], evaluator: Engine) -> None:
-        super().__init__(
-            save_dir,
-            save_dict,
-            BEST,
-            evaluator,
-            save_key_metric=True,
-            key_metric_filename=BEST,
-            key_metric_greater_or_equal=True,
-        )
-
-    def attach_events(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_if_improved)
-
-    def save_if_improved(self, engine: Engine) -> None:
-        state = self.evaluator.state
-        epoch = engine.state.epoch
-        if getattr(state, "epoch", -1) == epoch and getattr(state, "best_metric_epoch", -1) == epoch:
-            self.metrics_completed(self.evaluator)
-
-
-class FinalCheckpointSaver(RunCheckpointSaver):
-    """``final.pt`` when training completes (not on an exception)."""
-
-    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], evaluator: Engine | None = None) -> None:
-        super().__init__(save_dir, save_dict, FINAL, evaluator, save_final=True, final_filename=FINAL)
-
-    def attach_events(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, self.completed)
+        if self.latest_epoch != engine.state.epoch:
+            self.save_latest(engine)
+        self.checkpoints[FINAL](engine)

@@ -9,8 +9,6 @@ warm-up scheduler would restart from its first step.
 
 from __future__ import annotations
 
-import copy
-
 from ignite.engine import CallableEventWithFilter, Engine, Events
 from ignite.handlers import EMAHandler
 from torch import nn
@@ -30,17 +28,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def averaged_copy(model: nn.Module) -> nn.Module:
-    """The copy of ``model`` that holds the average: same weights, no gradients, eval mode, on the model's device.
-
-    A config id of its own, so validation and the checkpoints name it without reaching into the handler.
-    """
-    average = copy.deepcopy(unwrap_model(model))
-    for param in average.parameters():
-        param.requires_grad_(False)
-    return average.eval()
-
-
 def published_alpha(step: int, decay: float) -> float:
     """Weight of the old average at 0-based ``step``: min(1 - 1 / (step + 1), decay)."""
     return min(1.0 - 1.0 / (step + 1), decay)
@@ -50,18 +37,17 @@ class HermesEMAHandler(EMAHandler):
     """ignite's ``EMAHandler`` averaging ``model`` into ``ema_model`` at the published rate, every iteration.
 
     Args:
-        model: the trained network (DDP wrappers are unwrapped).
-        ema_model: the average, from :func:`averaged_copy` of the same network.
+        model: the trained network (DDP and ``torch.compile`` wrappers are unwrapped).
         decay: the largest weight of the old average (0.99 in the release).
+
+    The average is ignite's own ``ema_model`` (a copy of the plain network, no gradients, eval mode): validation and
+    the checkpoints read it through :func:`average_of`.
     """
 
-    def __init__(self, model: nn.Module, ema_model: nn.Module, decay: float = 0.99) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.99) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         super().__init__(unwrap_model(model), momentum=1.0 - decay, handle_buffers="copy")
-        if len(list(ema_model.parameters())) != len(list(self.model.parameters())):
-            raise ValueError("ema_model must be a copy of the trained network (scripts.training.ema.averaged_copy)")
-        self.ema_model = ema_model
         self.decay = float(decay)
 
     def momentum_at(self, iteration: int) -> float:
@@ -81,3 +67,9 @@ class HermesEMAHandler(EMAHandler):
         """Set the momentum for the engine's iteration, then let ignite update the average (same event, in order)."""
         engine.add_event_handler(event, self._set_momentum, name)
         super().attach(engine, name=name, warn_if_exists=warn_if_exists, event=event)
+
+
+def average_of(handler: EMAHandler) -> nn.Module:
+    """The averaged network an EMA handler keeps (a config id of its own, so validation and the checkpoints name
+    it without reaching into the handler)."""
+    return handler.ema_model
