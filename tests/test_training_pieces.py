@@ -26,7 +26,7 @@ from scripts.registry import TaskRegistry
 from scripts.training.batch import HermesPrepareBatch, HermesTargets
 from scripts.training.checkpoints import RunCheckpoints
 from scripts.training.dice_metric import PerTaskDice, PerTaskDiceHandler
-from scripts.training.export import check_export_target, export_run_weights
+from scripts.training.weights_export import check_export_target, export_run_weights
 from scripts.training.resume import ResumeFromCheckpoint
 from scripts.training.rng import RandomStates, transform_random_states
 from scripts.training.run_folder import RunFolderError, default_run_name, resolve_run_dir

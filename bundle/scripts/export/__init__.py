@@ -10,7 +10,7 @@ WEIGHTS is any file inference takes (the bundle's weights, a run checkpoint's EM
 of either backbone (recognised from the tensor names). The network is built as ``configs/inference.json`` builds it:
 the task registry (with the ``<weights>.tasks.json`` companion beside the weights and any ``--task_registry_extra``)
 gives the task and modality rows, the rest is the release size unless an option says otherwise. (This is not
-``scripts/training/export.py``, which turns a run checkpoint into a weights file.)
+``scripts/training/weights_export.py``, which turns a run checkpoint into a weights file.)
 
 The exported graph is the eval-mode network returning the main segmentation logits and the modality head's logits
 (no Hermes-M auxiliary output, which only training uses):

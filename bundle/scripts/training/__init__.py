@@ -4,13 +4,14 @@ One job per module:
 - ``batch``: a collated batch -> image, network arguments and the targets of the loss and the metric;
 - ``losses``: the Hermes loss (masked BCE + adaptive Dice per task, modality cross-entropy);
 - ``lamb``: the LAMB optimiser; ``schedule``: the warm-up + poly learning-rate schedule, a torch ``LambdaLR``;
-- ``ema``: the published EMA rate on ignite's ``EMAHandler``;
+- ``ema``: the published EMA rate on ignite's ``EMAHandler`` (its own average is the EMA model);
 - ``dice_metric``: validation Dice per (dataset, task) on MONAI's ``CumulativeIterationMetric``;
 - ``validation``: when to validate (every N epochs and every epoch of the last few);
-- ``run_folder``: which folder a run writes to; ``checkpoints``: latest/best/final through MONAI's
-  ``CheckpointSaver``, written atomically; ``resume``: continuing a run from its ``latest.pt``; ``rng``: the
+- ``run_folder``: which folder a run writes to; ``checkpoints``: latest/best/final through ignite
+  ``Checkpoint`` objects, written atomically; ``resume``: continuing a run from its ``latest.pt``; ``rng``: the
   random-number state a resumed run needs;
-- ``export``: a run checkpoint's EMA weights -> a weights file for inference, with its task list;
+- ``weights_export``: a run checkpoint's EMA weights -> a weights file for inference, with its task list (serving
+  formats are ``scripts.export``);
 - ``incremental``: freezing all but new task/modality rows (``configs/incremental.json``) and the old-task check;
 - ``forgetting``: old tasks' Dice before and after a fine-tuning run (``--old_datalist``);
 - ``processes``: torchrun set-up, the rank, per-rank seeds, the validation sampler.
@@ -21,7 +22,6 @@ from . import (
     checkpoints,
     dice_metric,
     ema,
-    export,
     forgetting,
     incremental,
     lamb,
@@ -32,6 +32,7 @@ from . import (
     run_folder,
     schedule,
     validation,
+    weights_export,
 )
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "checkpoints",
     "dice_metric",
     "ema",
-    "export",
     "forgetting",
     "incremental",
     "lamb",
@@ -50,4 +50,5 @@ __all__ = [
     "run_folder",
     "schedule",
     "validation",
+    "weights_export",
 ]
