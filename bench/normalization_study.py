@@ -1,7 +1,7 @@
 """How far inference-time intensity normalisation is from what the published training crops gave the same voxels.
 
 The published arrays were cropped to the bounding box of their labelled anatomy plus a margin before the clip and
-z-score (HERMES_SPEC.md, "Training recipe of the release"); inference sees whole scans with air around the body. For
+z-score (docs/README.md, "Preprocessing"); inference sees whole scans with air around the body. For
 every real case of the built-in sample suite (and the synthetic PET), read on the network's grid by the inference
 workflow's own preprocessing (configs/inference.json: SPL, 1.5 mm), this compares the intensities each statistics
 region gives against those of a training-like crop:

@@ -1,7 +1,7 @@
 """Where the subject lies in a scan: the label-free region whose intensity statistics resemble the training crops.
 
 The published training arrays were cropped to the bounding box of their labelled anatomy plus a margin before the
-z-score (HERMES_SPEC.md, "Training recipe of the release"), so their statistics saw little of the air around a body.
+z-score (docs/README.md, "Preprocessing"), so their statistics saw little of the air around a body.
 A whole scan at inference has that air, which shifts every normalised intensity (40 HU: 1.33 over the sample lung CT,
 0.95 over its lungs' box + 20 voxels). No label exists at inference; the bounding box of the body is the stand-in
 that came closest to the training crops on the sample suite (``bench/normalization_study.py``).

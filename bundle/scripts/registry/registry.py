@@ -118,10 +118,6 @@ class TaskRegistry:
                 return task
         raise KeyError(f"no task has id {task_id}; registered ids are {sorted({t.id for t in self.tasks})}")
 
-    def task_names(self) -> dict[int, str]:
-        """Global task id -> task name."""
-        return {task.id: task.name for task in reversed(self.tasks)}
-
     def item_fields(self, dataset: str, sequence: str | None = None) -> dict[str, Any]:
         """What a datalist item of ``dataset`` needs besides its files (keys ``ITEM_FIELDS``)."""
         return {
