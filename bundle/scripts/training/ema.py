@@ -71,5 +71,7 @@ class HermesEMAHandler(EMAHandler):
 
 def average_of(handler: EMAHandler) -> nn.Module:
     """The averaged network an EMA handler keeps (a config id of its own, so validation and the checkpoints name
-    it without reaching into the handler)."""
+    it without reaching into the handler; train.json's first trainer handler is the EMA handler)."""
+    if not isinstance(handler, EMAHandler):
+        raise TypeError(f"ema_model must name the EMA handler, got {type(handler).__name__}")
     return handler.ema_model
