@@ -95,7 +95,7 @@ def probability(value: Any, name: str) -> float:
     except (TypeError, ValueError):
         number = float("nan")
     if isinstance(value, bool) or not 0.0 < number < 1.0:
-        raise SetupError(f"--{name}: expected a number between 0 and 1 (exclusive), got {value!r}")
+        raise SetupError(f"--{name}: expected a probability between 0 and 1 (exclusive), got {value!r}")
     return number
 
 

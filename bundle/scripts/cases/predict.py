@@ -19,6 +19,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from ..cli import probability
 from ..errors import SetupError
 from ..predict import TaskContext, sliding_window_probabilities
 from ..weights import LoadedWeights, load_weights
@@ -72,8 +73,7 @@ class CasePredictor:
         self.weights: LoadedWeights | None = None
 
     def check(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise SetupError(f"--threshold: expected a probability between 0 and 1 (exclusive), got {self.threshold}")
+        probability(self.threshold, "threshold")
         if self.invert_mode not in INVERT_MODES:
             raise SetupError(f"--invert: expected one of {', '.join(INVERT_MODES)}, got {self.invert_mode!r}")
 
