@@ -95,7 +95,7 @@ def test_train_config_says_what_runs_in_few_short_expressions() -> None:
     assert not prose, f"prose stored as fake config ids (put it in a component's _desc_ or the model card): {prose}"
 
 
-@pytest.mark.xfail(strict=True, reason="train.json has 344 keys: the data loaders, handlers and checkpoint "
+@pytest.mark.xfail(strict=True, reason="train.json has 360 keys: the data loaders, handlers and checkpoint "
                    "contents still need consolidating (issue 20)")
 def test_train_config_is_no_larger_than_vista3d() -> None:
     keys, _ = _keys_and_expressions(_config("train.json"))

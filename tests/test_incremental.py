@@ -143,7 +143,7 @@ def test_a_registry_adds_a_modality_and_its_weights_carry_it(tmp_path: Path) -> 
     assert registry.parse_modality_choice("us") == "us" and registry.modality_from_dicom("US") == "us"
     registry.write_companion(tmp_path / "model.pt")
     again = TaskRegistry.load(base, [tmp_path / "model.tasks.json"])  # what inference reads beside the weights
-    assert again.modalities == registry.modalities and again.task_names()[120] == "heart"
+    assert again.modalities == registry.modalities and again.task_by_id(120).name == "heart"
 
 
 def test_without_old_datalist_the_run_says_forgetting_was_not_measured(caplog: pytest.LogCaptureFixture) -> None:

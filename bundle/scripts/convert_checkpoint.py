@@ -29,8 +29,8 @@ from .errors import SetupError
 from .io.atomic import OutputExistsError, atomic_torch_save
 from .io.checkpoints import load_weights_only
 from .networks import backbone_class
-from .registry import companion_path, companions_of
 from .networks.rows import row_counts
+from .registry import companion_path, companions_of
 from .weights import STATE_KEYS, fit_into, held_weights, state_dict_of
 
 NETWORK_OPTIONS = ("in_channels", "base_channels", "num_tasks", "num_modalities", "modality_tokens")

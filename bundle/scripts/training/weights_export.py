@@ -23,8 +23,8 @@ from ignite.engine import Engine, Events
 
 from ..io.atomic import OutputExistsError, atomic_torch_save
 from ..io.checkpoints import CheckpointError
-from ..registry import TaskRegistry, companions_of
 from ..networks.rows import row_counts
+from ..registry import TaskRegistry, companions_of
 from ..weights import TASK_LIST_ADVICE, held_weights, read_weights_file
 
 logger = logging.getLogger(__name__)
