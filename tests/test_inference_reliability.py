@@ -173,7 +173,7 @@ def test_degenerate_affine_and_label_map_as_image_are_named(case, tmp_path):
                str(case["weights"]), "--modality", "ct", "--tasks", "liver")
     assert done.returncode == 1
     failed = [line for line in done.stdout.splitlines() if "FAILED" in line]
-    assert len(failed) == 1 and "flat_affine.nii.gz: the file's affine (voxel-to-world matrix) is degenerate" in failed[0]
+    assert len(failed) == 1 and "flat_affine.nii.gz: the header's sform (code 1) is all zeros or degenerate" in failed[0]
     assert (f"warning: {tmp_path / 'mask_as_image.nii.gz'}: the image holds only a few integer values; is it a label "
             "map rather than a scan?") in done.stderr
     assert "Summary: 1 done, 0 already complete, 1 failed" in done.stdout

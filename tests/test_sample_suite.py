@@ -329,11 +329,11 @@ def test_interrupted_conversion_keeps_the_old_file_and_leaves_no_temporary(tmp_p
                                  {1: 1})
     nrrd.write(str(tmp_path / "img.nrrd"), ones * 7, header)
 
-    def crash(image, filename):
+    def crash(image, filename, compression):
         Path(filename).write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nifti.nib, "save", crash)
+    monkeypatch.setattr(nifti, "_save", crash)  # the NIfTI writer's one write, interrupted half way
     with pytest.raises(KeyboardInterrupt):
         conversion.convert_nrrd_pair(tmp_path / "img.nrrd", tmp_path / "lab.nrrd", out / "img.nii.gz",
                                      out / "lab.nii.gz", {1: 1})
