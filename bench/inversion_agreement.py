@@ -6,7 +6,9 @@
    oblique direction (rotated 15 deg about x and 25 deg about z), with its truth on the same grid.
 3. Runs ``monai.bundle run inference`` on them: float32 with ``--invert probabilities`` (the reference), float32 with
    ``--invert labels``, and ``--invert probabilities --cpu_amp true`` (bf16 autocast on the CPU), each timed.
-4. Reports, per task, the Dice of each variant's mask against the reference's (agreement) and against the truth.
+4. Reports, per label, the Dice of each variant's label map against the reference's (``--invert`` changes the label
+   map; masks are always inverted from probabilities), per task the Dice of its masks against the reference's and
+   against the truth (the smallest over the cases for agreement, the mean for the truth).
 
     python bench/inversion_agreement.py [--json out.json] [--iterations_per_epoch 40]
 """
@@ -88,6 +90,7 @@ def main() -> None:
             nib.save(nib.Nifti1Image(image, affine), native / f"{name}.nii.gz")
             truths[name] = (item["dataset"], structures)
         masks: dict[str, dict] = {}
+        label_maps: dict[str, dict] = {}
         for variant, extra in VARIANTS.items():
             out = tmp / f"out_{len(masks)}"
             command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
@@ -104,6 +107,7 @@ def main() -> None:
             results["variants"][variant] = {"wall_s": round(time.perf_counter() - began, 1),
                                             "profile": windows[0] if windows else ""}
             masks[variant] = {p.name: np.asarray(nib.load(p).dataobj) > 0 for p in out.glob("*_task-*.nii.gz")}
+            label_maps[variant] = {p.name: np.asarray(nib.load(p).dataobj) for p in out.glob("*_seg.nii.gz")}
         reference = masks["fp32, invert probabilities"]
         structure_of = {"organ": 1, "lesion": 2, "marker": 3}
         for variant, found in masks.items():
@@ -116,6 +120,13 @@ def main() -> None:
                 value = next((v for k, v in structure_of.items() if k in task), None)
                 if value is not None:
                     truth_dice.setdefault(task, []).append(dice(mask, structures == value))
+            reference_maps = label_maps["fp32, invert probabilities"]
+            per_label: dict[int, list[float]] = {}
+            for file, labels in label_maps[variant].items():
+                for value in sorted(set(np.unique(reference_maps[file]).tolist()) - {0}):
+                    per_label.setdefault(int(value), []).append(dice(labels == value, reference_maps[file] == value))
+            results["variants"][variant]["label_map_dice_to_fp32_probabilities_min"] = {
+                k: round(float(np.min(v)), 4) for k, v in per_label.items()}
             results["variants"][variant]["dice_to_fp32_probabilities"] = {
                 k: round(float(np.min(v)), 4) for k, v in agreement.items()}
             results["variants"][variant]["dice_to_truth_mean"] = {
