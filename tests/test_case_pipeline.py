@@ -123,7 +123,7 @@ def test_bad_settings_are_refused_before_any_case(blocks, tmp_path, capsys, sett
 
 
 def test_a_case_too_large_for_the_memory_is_refused_with_what_to_do(blocks, tmp_path):
-    from scripts.cases.read import CaseReader, estimated_host_bytes
+    from scripts.cases.read import CaseReader, estimated_host_bytes, source_header
     from scripts.errors import CaseError
 
     assert estimated_host_bytes((1024, 1024, 800), (1.0, 1.0, 1.0), (1.5, 1.5, 1.5), 60, 4) > 12 * 1024**3
@@ -138,7 +138,8 @@ def test_a_case_too_large_for_the_memory_is_refused_with_what_to_do(blocks, tmp_
         header.write_to(handle)
     with pytest.raises(CaseError, match=r"big.nii: a 1024x1024x800 volume needs about \d+\.\d GiB of memory here "
                                         r"and 1.0 GiB is available; run it on a GPU, ask for fewer --tasks"):
-        reader.check_memory({"source": str(big), "image": str(big), "format": "nifti"})
+        case = {"source": str(big), "image": str(big), "format": "nifti"}
+        reader.check_memory(case, source_header(case))
 
 
 def test_an_all_zero_sform_is_refused(blocks, tmp_path, capsys):

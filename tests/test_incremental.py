@@ -80,8 +80,8 @@ def test_published_checkpoint_grows_by_two_tasks_and_a_modality_with_old_outputs
         optimiser.zero_grad()
     assert all(torch.equal(a, b) for a, b in zip(outputs(grown), before)), "an old output moved"
     weights = grown.state_dict()
-    assert not torch.equal(weights["fusion.0.task_prior"][9:11], torch.load(reference["checkpoint"],
-                           weights_only=True)["ema_model_state_dict"]["prior_init_fuse_2.task_prior"][9:10].expand(2, -1))
+    published = torch.load(reference["checkpoint"], weights_only=True)["ema_model_state_dict"]
+    assert not torch.equal(weights["fusion.0.task_prior"][9:11], published["prior_init_fuse_2.task_prior"][9:10].expand(2, -1))
     reloaded = HermesResUNet(base_channels=8, num_tasks=11, num_modalities=5, size_divisor=1)
     reloaded.load_state_dict(weights)  # strict: what checkpoints and export write is a plain grown network
     assert all(torch.equal(a, b) for a, b in zip(outputs(reloaded), before))

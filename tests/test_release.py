@@ -60,8 +60,8 @@ def tiny_network(seed: int = 0) -> HermesResUNet:
 @pytest.fixture(scope="module")
 def published(shared_fixtures: Path, tmp_path_factory) -> Path:
     """A tiny Hermes-R saved in the published checkpoint layout (the authors' module names and keys)."""
-    reference = torch.load(shared_fixtures / "hermes_reference" / "hermes_reference_checkpoint.pth",
-                           weights_only=True)["ema_model_state_dict"]
+    checkpoint = shared_fixtures / "hermes_reference" / "hermes_reference_checkpoint.pth"
+    reference = torch.load(checkpoint, weights_only=True)["ema_model_state_dict"]
     published_name = {published_to_bundle_name(name): name for name in reference}
     own = tiny_network().state_dict()
     assert set(own) == set(published_name), "the reference fixture no longer names every Hermes-R tensor"

@@ -119,8 +119,9 @@ class CasePredictor:
         grid) on the input's grid."""
         result = CaseResult(case=case, groups=list(groups), labels=np.zeros(0, dtype=np.uint8))
         with case.clock.stage("invert"):
-            on_network = LabelMap(merged.shape[1:], self.threshold, len(merged), merged.device)
+            on_network = None  # the label map on the network grid: for label inversion and the overlay only
             if self.invert_mode == "labels" or network_labels:
+                on_network = LabelMap(merged.shape[1:], self.threshold, len(merged), merged.device)
                 on_network.add(0, merged)
             if network_labels:
                 result.network_labels = on_network.numpy()
@@ -138,7 +139,7 @@ class CasePredictor:
                         if probabilities:
                             result.probabilities[label] = channel.float().cpu().numpy()
                     first += len(chunk)
-            if self.invert_mode == "labels":
+            if on_network is not None and self.invert_mode == "labels":
                 (back,) = self.native_channels(case, on_network.labels[None].float(), nearest=True)
                 native.labels.copy_(back[0].round().to(native.labels.dtype))
             result.labels = native.numpy()

@@ -30,28 +30,30 @@ def available_host_bytes() -> int | None:
     return None
 
 
-def header_geometry(case: dict[str, Any]) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
-    """Shape and voxel size from a NIfTI/NRRD header without reading the voxels (None when it cannot tell)."""
+def source_header(case: dict[str, Any]) -> Any:
+    """A NIfTI input's nibabel header or an NRRD input's header dict, read once per case without the voxels (the
+    memory estimate and the outputs use it); None for DICOM or a header that cannot be read (the reading itself
+    then reports why)."""
     try:
         if case.get("format") == "nifti":
-            header = nib.load(case["image"]).header
-            return tuple(int(s) for s in header.get_data_shape()), tuple(float(z) for z in header.get_zooms())
+            return nib.load(case["image"]).header
         if case.get("format") == "nrrd":
             import nrrd
 
-            header = nrrd.read_header(case["image"])
-            directions = np.asarray(header.get("space directions", np.eye(3)), dtype=float)
-            return tuple(int(s) for s in header["sizes"]), tuple(float(v) for v in np.linalg.norm(directions, axis=1))
-    except Exception:  # an unreadable header is reported by the reading itself, with its reason
+            return dict(nrrd.read_header(case["image"]))
+    except Exception:  # reported with its reason by the reading that follows
         return None
     return None
 
 
-def nrrd_header(path: str) -> dict[str, Any]:
-    """An NRRD input's header, whose space and space directions its NRRD outputs keep."""
-    import nrrd
-
-    return dict(nrrd.read_header(path))
+def header_geometry(header: Any) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+    """Shape and voxel size from a :func:`source_header` (None when it cannot tell)."""
+    if isinstance(header, nib.Nifti1Header):
+        return tuple(int(s) for s in header.get_data_shape()), tuple(float(z) for z in header.get_zooms())
+    if isinstance(header, dict) and "sizes" in header:
+        directions = np.asarray(header.get("space directions", np.eye(3)), dtype=float)
+        return tuple(int(s) for s in header["sizes"]), tuple(float(v) for v in np.linalg.norm(directions, axis=1))
+    return None
 
 
 def estimated_host_bytes(
@@ -76,6 +78,7 @@ class CaseReader:
         spacing: the network grid's voxel size (for the memory estimate).
         invert_chunk: channels brought back to the input's grid at a time (for the memory estimate).
         memory_check: refuse a case whose estimated host memory exceeds what is available (CPU runs).
+        profile: time the stages on the device's clock (a GPU's queued work is waited for at each stage's end).
     """
 
     def __init__(
@@ -90,10 +93,11 @@ class CaseReader:
         invert_chunk: int = 4,
         memory_check: bool = True,
         available: Callable[[], int | None] = available_host_bytes,
+        profile: bool = False,
     ) -> None:
         self.load = load
         self.to_grid = to_grid
-        self.profile = False
+        self.profile = bool(profile)
         self.modality = modality
         self.normalize = normalize
         self.device = torch.device(device)
@@ -103,11 +107,11 @@ class CaseReader:
         self.memory_check = bool(memory_check)
         self.available = available
 
-    def check_memory(self, case: dict[str, Any]) -> None:
+    def check_memory(self, case: dict[str, Any], header: Any) -> None:
         """Refuse, before reading the voxels, a case that would not fit in the host's memory."""
         if not self.memory_check or self.device.type == "cuda":
             return
-        geometry = header_geometry(case)
+        geometry = header_geometry(header)
         available = self.available()
         if geometry is None or available is None:
             return
@@ -123,7 +127,8 @@ class CaseReader:
     def __call__(self, item: dict[str, Any]) -> Case:
         clock = StageClock(self.device if self.profile else None)
         source = str(item.get("source", item.get("image")))
-        self.check_memory(item)
+        header = source_header(item)
+        self.check_memory(item, header)
         with clock.stage("read"):
             data = self._apply(self.load, dict(item), source)
         with clock.stage("resample"):
@@ -136,8 +141,8 @@ class CaseReader:
         native = NativeGrid(
             np.asarray(torch.as_tensor(data["native_affine"]).cpu(), dtype=np.float64),
             tuple(int(s) for s in data["native_shape"]),
-            nib.load(item["image"]).header if item.get("format") == "nifti" else None,
-            nrrd_header(item["image"]) if item.get("format") == "nrrd" else None,
+            header if item.get("format") == "nifti" else None,
+            header if item.get("format") == "nrrd" else None,
             tuple(data.get("dicom_files", ())),
         )
         return Case(

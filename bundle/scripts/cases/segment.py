@@ -74,7 +74,6 @@ class SegmentCases:
         self.overlap = Overlap(self.workers)
         self.task_selector.validate()
         self.reader.modality.check()
-        self.reader.profile = self.profile
         self.ranks.start()
         claimed: HermesError | None = None
         if self.ranks.is_main:
