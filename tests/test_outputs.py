@@ -295,6 +295,23 @@ def test_dicom_seg_bad_cases_get_one_line_and_keep_the_nifti_result(ct, weights,
     assert status == 1 and "error: --output_format: expected one of nifti, nrrd, dicom_seg, got 'png'" in text
 
 
+def test_an_anonymised_series_without_patient_and_study_details_still_gets_its_seg(ct, tmp_path):
+    """Anonymisers often drop the patient/study attributes a SEG copies (type 2: present, possibly empty); they are
+    copied as empty instead of failing the SEG."""
+    from scripts.io.dicom_seg import EMPTY_IF_ABSENT, source_headers
+
+    hu, affine = ct
+    series = complete_series(save_dicom_series(tmp_path / "series", hu[:, :, :3], affine))
+    for path in series.iterdir():
+        ds = pydicom.dcmread(path)
+        for key in EMPTY_IF_ABSENT:
+            delattr(ds, key)
+        ds.save_as(path, enforce_file_format=True)
+    files = sorted(str(p) for p in series.iterdir())
+    headers = source_headers(files)
+    assert all(str(ds.get(key)) == "" for ds in headers for key in EMPTY_IF_ABSENT)
+
+
 def test_code_table_covers_every_task_with_codes_from_the_dicom_dictionary():
     """Every task name of the registry has an entry; every specific code is the DICOM dictionary's own SNOMED CT
     concept (value and meaning), so no code in the table is made up."""

@@ -53,6 +53,22 @@ class Algorithm:
     weights_sha256: str
 
 
+#: Type 2 attributes of the patient and study modules the SEG copies from its source: they may be empty but must be
+#: present, and anonymised series often drop them entirely; an absent one is copied as empty (what the standard
+#: allows), not a reason to refuse the SEG.
+EMPTY_IF_ABSENT = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
 def source_headers(files: Sequence[str]) -> list[pydicom.Dataset]:
     """The source series' headers (no pixel data), in slice order, checked for what a SEG references."""
     if not files:
@@ -66,11 +82,13 @@ def source_headers(files: Sequence[str]) -> list[pydicom.Dataset]:
     for path, ds in zip(files, headers):
         missing = [key for key in REQUIRED_SOURCE_ATTRIBUTES if key not in ds or ds.get(key) in (None, "")]
         if missing:
-            raise CaseError(
-                f"{path}: the series lacks {', '.join(missing)}, which a DICOM SEG must reference; no SEG written"
-            )
+            raise CaseError(f"{path}: the series lacks {', '.join(missing)}, which a DICOM SEG must reference")
+    for ds in headers:
+        for key in EMPTY_IF_ABSENT:
+            if key not in ds:
+                setattr(ds, key, "")
     if len({str(ds.FrameOfReferenceUID) for ds in headers}) > 1:
-        raise CaseError(f"{Path(files[0]).parent}: the slices have different FrameOfReferenceUIDs; no SEG written")
+        raise CaseError(f"{Path(files[0]).parent}: the slices have different FrameOfReferenceUIDs")
     return headers
 
 
