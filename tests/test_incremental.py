@@ -149,7 +149,7 @@ def test_a_registry_adds_a_modality_and_its_weights_carry_it(tmp_path: Path) -> 
 def test_without_old_datalist_the_run_says_forgetting_was_not_measured(caplog: pytest.LogCaptureFixture) -> None:
     from scripts.training.forgetting import ForgettingMeter
 
-    meter = ForgettingMeter(None, None, "unused.pt", None, None, None, None, "cpu", "unused")
+    meter = ForgettingMeter(None, None, "unused.pt", None, "unused")
     with caplog.at_level(logging.INFO):
         assert meter.measure_after() is None
     assert "forgetting was not measured: pass --old_datalist" in caplog.text

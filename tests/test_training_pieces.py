@@ -24,7 +24,7 @@ from scripts.io.atomic import OutputExistsError
 from scripts.io.checkpoints import CheckpointError
 from scripts.registry import TaskRegistry
 from scripts.training.batch import HermesPrepareBatch, HermesTargets
-from scripts.training.checkpoints import RunCheckpoints
+from scripts.training.checkpoints import CheckpointContents, RunCheckpoints
 from scripts.training.dice_metric import PerTaskDice, PerTaskDiceHandler
 from scripts.training.weights_export import check_export_target, export_run_weights
 from scripts.training.resume import ResumeFromCheckpoint
@@ -225,9 +225,8 @@ class _Run:
 
     def attach_savers(self, run_dir: Path, save_interval: int) -> None:
         self.trainer.add_event_handler(Events.EPOCH_COMPLETED, self.validate)
-        weights = {"model_state_dict": self.network, "ema_model_state_dict": self.ema}
-        resumable = {**weights, "optimizer_state_dict": self.optimizer}
-        RunCheckpoints(str(run_dir), resumable, weights, save_interval, self.evaluator).attach(self.trainer)
+        contents = CheckpointContents(self.network, self.ema, self.optimizer)
+        RunCheckpoints(str(run_dir), contents, save_interval, self.evaluator).attach(self.trainer)
 
 
 def test_checkpoints_when_and_what(tmp_path: Path, caplog) -> None:
@@ -266,8 +265,7 @@ def test_resume_restores_objects_and_progress(tmp_path: Path) -> None:
     first.trainer.run(range(2), max_epochs=2)
 
     second = _Run(first.scores)
-    contents = {"model_state_dict": second.network, "ema_model_state_dict": second.ema,
-                "optimizer_state_dict": second.optimizer}
+    contents = CheckpointContents(second.network, second.ema, second.optimizer)
     ResumeFromCheckpoint(tmp_path / "latest.pt", contents, second.evaluator).attach(second.trainer)
     started: list[tuple] = []
     second.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(
@@ -290,18 +288,19 @@ def _engine_with_max_epochs(max_epochs: int) -> Engine:
 
 def test_resume_refuses_unusable_checkpoints_before_any_work(tmp_path: Path) -> None:
     network = nn.Conv3d(1, 1, 1)
-    contents = {"model_state_dict": network, "optimizer_state_dict": torch.optim.SGD(network.parameters(), lr=0.1)}
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    contents = CheckpointContents(network, optimizer=optimizer)
     good = tmp_path / "latest.pt"
-    torch.save({"model_state_dict": network.state_dict(), "optimizer_state_dict": contents["optimizer_state_dict"]
-                .state_dict(), "epoch": 1, "iteration": 2}, good)
+    torch.save({"model_state_dict": network.state_dict(), "optimizer_state_dict": optimizer.state_dict(), "epoch": 1,
+                "iteration": 2}, good)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=f"{truncated}: .*truncated"):
         ResumeFromCheckpoint(truncated, contents)
     with pytest.raises(CheckpointError, match="lacks ema_model_state_dict; only a latest.pt"):
-        ResumeFromCheckpoint(good, {**contents, "ema_model_state_dict": network})
+        ResumeFromCheckpoint(good, CheckpointContents(network, network, optimizer))
     with pytest.raises(CheckpointError, match="does not fit the configured network \\(other shape: weight"):
-        ResumeFromCheckpoint(good, {**contents, "model_state_dict": nn.Conv3d(1, 2, 1)})
+        ResumeFromCheckpoint(good, CheckpointContents(nn.Conv3d(1, 2, 1), optimizer=optimizer))
     ResumeFromCheckpoint(good, contents)  # the good one is accepted
 
 
@@ -428,8 +427,7 @@ def test_validation_runs_dataset_contexts_and_survives_absent_tasks(registry: Ta
                                     key_val_metric=parser.get_parsed_content("validate#key_metric"), decollate=False)
     trainer = Engine(lambda engine, batch: None)
     ValidationSchedule(interval=1, validator=evaluator).attach(trainer)
-    weights = {"model_state_dict": predictor.network}
-    RunCheckpoints(str(tmp_path), weights, weights, evaluator=evaluator).attach(trainer)
+    RunCheckpoints(str(tmp_path), CheckpointContents(predictor.network), evaluator=evaluator).attach(trainer)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread is fastest, and never stalls on a busy machine
     try:

@@ -14,7 +14,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
+from monai.data import DataLoader, MetaTensor
 from monai.data.utils import collate_meta_tensor
 
 from ..registry import NULL_TASK
@@ -78,3 +78,11 @@ def _pad_label(label: Any, n_tasks: int, n_max: int) -> Any:
     if isinstance(label, MetaTensor):
         return MetaTensor(padded, meta=label.meta, applied_operations=label.applied_operations)
     return padded
+
+
+class TaskBatchLoader(DataLoader):
+    """MONAI's ``DataLoader`` batching with :func:`pad_tasks_collate` (every other argument is the DataLoader's):
+    the one way training, validation and the forgetting measure batch items whose task lists differ."""
+
+    def __init__(self, dataset: Any, **kwargs: Any) -> None:
+        super().__init__(dataset, collate_fn=pad_tasks_collate, **kwargs)

@@ -24,8 +24,7 @@ import torch
 
 from ..errors import CaseError, SetupError
 from ..predict import TaskContext, dataset_contexts
-from ..registry import Task, TaskRegistry
-from ..registry import normalize_task_name as _norm
+from ..registry import Task, TaskRegistry, normalize_task_name
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,8 @@ def contexts_of(groups: Sequence[TaskGroup], registry: TaskRegistry) -> list[Tas
 def output_label_names(registry: TaskRegistry) -> list[str]:
     """Every name an output label can have with this registry (``liver``, ``amos_ct/liver``): the writer derives the
     names of a case's mask and probability files from them, literally."""
-    names = dict.fromkeys(_norm(t.name) for t in registry.tasks)
-    names.update(dict.fromkeys(f"{t.dataset}/{_norm(t.name)}" for t in registry.tasks))
+    names = dict.fromkeys(normalize_task_name(t.name) for t in registry.tasks)
+    names.update(dict.fromkeys(f"{t.dataset}/{normalize_task_name(t.name)}" for t in registry.tasks))
     return list(names)
 
 
@@ -101,7 +100,7 @@ class TaskSelector:
     def covering_datasets(self, modality: str) -> list[str]:
         """The fewest of the modality's datasets whose tasks name every structure any of them names (registry order)."""
         candidates = self.datasets_for(modality)
-        names = {d: {_norm(t.name) for t in self.registry.tasks_of(d)} for d in candidates}
+        names = {d: {normalize_task_name(t.name) for t in self.registry.tasks_of(d)} for d in candidates}
         uncovered = set().union(*names.values()) if names else set()
         chosen: list[str] = []
         while uncovered:
@@ -129,15 +128,19 @@ class TaskSelector:
             return self._tasks([self._datasets[key]])
         if "/" in key:
             dataset, _, name = key.partition("/")
-            found = [t for t in self._tasks([self._datasets.get(dataset, "")]) if _norm(t.name) == _norm(name)]
+            found = [
+                t
+                for t in self._tasks([self._datasets.get(dataset, "")])
+                if normalize_task_name(t.name) == normalize_task_name(name)
+            ]
             return found or None
-        return [] if any(_norm(t.name) == _norm(key) for t in self.registry.tasks) else None
+        return [] if any(normalize_task_name(t.name) == normalize_task_name(key) for t in self.registry.tasks) else None
 
     def _suggest(self, token: str) -> str:
-        names = sorted({_norm(t.name) for t in self.registry.tasks})
-        qualified = sorted({f"{t.dataset}/{_norm(t.name)}" for t in self.registry.tasks})
+        names = sorted({normalize_task_name(t.name) for t in self.registry.tasks})
+        qualified = sorted({f"{t.dataset}/{normalize_task_name(t.name)}" for t in self.registry.tasks})
         close = difflib.get_close_matches(
-            _norm(token), names + qualified + sorted(self.registry.datasets), n=5, cutoff=0.6
+            normalize_task_name(token), names + qualified + sorted(self.registry.datasets), n=5, cutoff=0.6
         )
         hint = f"did you mean: {', '.join(close)}?" if close else "no similar name"
         return f"{hint} (datasets: {', '.join(self.registry.datasets)})"
@@ -165,8 +168,8 @@ class TaskSelector:
             if not datasets:
                 raise CaseError(f"no dataset of the registry covers modality '{modality}'; pass --tasks")
             tasks = self._tasks(datasets)
-            for name in dict.fromkeys(_norm(t.name) for t in tasks):
-                pending.append((name, [t for t in tasks if _norm(t.name) == name]))
+            for name in dict.fromkeys(normalize_task_name(t.name) for t in tasks):
+                pending.append((name, [t for t in tasks if normalize_task_name(t.name) == name]))
         else:
             for token in self.request:
                 pending.extend(self._resolve_token(token, modality))
@@ -183,14 +186,18 @@ class TaskSelector:
         key = token.strip().lower()
         if key in self._datasets:
             dataset = self._datasets[key]
-            return [(f"{dataset}/{_norm(t.name)}", [t]) for t in self._tasks([dataset])]
+            return [(f"{dataset}/{normalize_task_name(t.name)}", [t]) for t in self._tasks([dataset])]
         if "/" in key:
             found = self._lookup_static(key) or []
-            return [(f"{found[0].dataset}/{_norm(found[0].name)}", found)]
-        name = _norm(key)
-        matching = [t for t in self._tasks(self.datasets_for(modality)) if _norm(t.name) == name]
+            return [(f"{found[0].dataset}/{normalize_task_name(found[0].name)}", found)]
+        name = normalize_task_name(key)
+        matching = [t for t in self._tasks(self.datasets_for(modality)) if normalize_task_name(t.name) == name]
         if not matching:
-            elsewhere = [f"{t.dataset}/{_norm(t.name)}" for t in self.registry.tasks if _norm(t.name) == name]
+            elsewhere = [
+                f"{t.dataset}/{normalize_task_name(t.name)}"
+                for t in self.registry.tasks
+                if normalize_task_name(t.name) == name
+            ]
             raise CaseError(
                 f"task '{token}' has no task for modality '{modality}'; candidates: {', '.join(elsewhere)} "
                 "(name one with --tasks DATASET/NAME, or pass --modality)"

@@ -28,6 +28,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler, Checkpoint
 
 from ..io.atomic import atomic_torch_save
+from .rng import RandomStates
 from .run_folder import BEST, FINAL, LATEST
 
 logger = logging.getLogger(__name__)
@@ -72,13 +73,37 @@ def progress_entries(trainer: Engine, evaluator: Engine | None) -> dict[str, Eng
     return entries
 
 
+class CheckpointContents:
+    """Which objects a run checkpoint holds, decided here once for the saver and the resume handler.
+
+    ``weights`` (``best.pt``, ``final.pt``): the network and its EMA, under the published names. ``resume``
+    (``latest.pt``): those plus the optimiser, the schedule and the random-number state of the training chain
+    (``transforms``) and the sampler (``generator``): what a resumed run needs to continue as if never stopped.
+    Objects given as None are left out (a run without EMA or schedule).
+    """
+
+    def __init__(
+        self,
+        network: Any,
+        ema_model: Any = None,
+        optimizer: Any = None,
+        lr_scheduler: Any = None,
+        transforms: Any = None,
+        generator: Any = None,
+    ) -> None:
+        rng = RandomStates(transforms, generator) if transforms is not None or generator is not None else None
+        weights = {"model_state_dict": network, "ema_model_state_dict": ema_model}
+        resume = {**weights, "optimizer_state_dict": optimizer, "lr_scheduler_state_dict": lr_scheduler}
+        self.weights = {name: item for name, item in weights.items() if item is not None}
+        self.resume = {name: item for name, item in {**resume, "rng_state": rng}.items() if item is not None}
+
+
 class RunCheckpoints:
     """Trainer handler writing ``latest.pt``, ``best.pt`` and ``final.pt`` into the run folder.
 
     Args:
         save_dir: the run folder.
-        resume_contents: what ``latest.pt`` holds (name -> object with ``state_dict``: networks, optimiser, ...).
-        weights_contents: what ``best.pt`` and ``final.pt`` hold.
+        contents: what ``latest.pt`` (``contents.resume``), ``best.pt`` and ``final.pt`` (``contents.weights``) hold.
         save_interval: ``latest.pt`` every this many epochs (and once at the end if that epoch was not saved).
         evaluator: where the best metric and its epoch live (None: no ``best.pt``, no best metric saved).
 
@@ -90,13 +115,12 @@ class RunCheckpoints:
     def __init__(
         self,
         save_dir: str | os.PathLike,
-        resume_contents: Mapping[str, Any],
-        weights_contents: Mapping[str, Any],
+        contents: CheckpointContents,
         save_interval: int = 1,
         evaluator: Engine | None = None,
     ) -> None:
         self.save_dir = Path(save_dir)
-        self.contents = {LATEST: dict(resume_contents), BEST: dict(weights_contents), FINAL: dict(weights_contents)}
+        self.contents = {LATEST: contents.resume, BEST: contents.weights, FINAL: contents.weights}
         self.save_interval = max(int(save_interval), 1)
         self.evaluator = evaluator
         self.checkpoints: dict[str, Checkpoint] = {}

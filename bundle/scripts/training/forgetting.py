@@ -20,10 +20,11 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from monai.data import DataLoader, Dataset
+from monai.data import Dataset
+from monai.engines import SupervisedEvaluator
 from torch import nn
 
-from ..data.collate import pad_tasks_collate
+from ..data.collate import TaskBatchLoader
 from ..data.datalist import read_datalist
 from ..errors import SetupError
 from ..io.files import write_json
@@ -59,17 +60,15 @@ def read_old_datalist(path: str | os.PathLike, registry: TaskRegistry, weights_p
 class ForgettingMeter:
     """Scores the old datalist before the first step and after the last; writes ``forgetting.json`` (rank 0).
 
+    Old cases are scored exactly as ``evaluator`` (the run's validation) scores: its transforms, sliding-window
+    inferer, batch preparation, device and autocast; "after" with the network it validates (the EMA weights).
+
     Args:
         old_datalist: the old cases' datalist, or None/"" (then the run logs that forgetting was not measured).
         registry: the run's task registry (old tasks keep their ids in it).
         weights_path: the weights the run started from (scored "before").
-        ema_model: the run's EMA network (scored "after").
-        preprocessing: the validation transforms (``validate#preprocessing``).
-        inferer: the validation sliding-window inferer.
-        prepare_batch: the run's ``HermesPrepareBatch``.
-        device: where to run.
+        evaluator: the run's validation evaluator (a ``SupervisedEvaluator`` whose network is a ``WindowPredictor``).
         run_dir: the run folder.
-        amp: bf16 autocast on CUDA, as validation.
     """
 
     def __init__(
@@ -77,18 +76,12 @@ class ForgettingMeter:
         old_datalist: str | None,
         registry: TaskRegistry,
         weights_path: str,
-        ema_model: nn.Module,
-        preprocessing: Any,
-        inferer: Any,
-        prepare_batch: Any,
-        device: torch.device | str,
+        evaluator: SupervisedEvaluator | None,
         run_dir: str,
-        amp: bool = False,
     ) -> None:
         self.old_datalist = str(old_datalist) if old_datalist not in (None, "", False) else None
-        self.registry, self.weights_path, self.ema_model = registry, str(weights_path), ema_model
-        self.preprocessing, self.inferer, self.prepare_batch = preprocessing, inferer, prepare_batch
-        self.device, self.run_dir, self.amp = torch.device(device), Path(run_dir), bool(amp)
+        self.registry, self.weights_path, self.evaluator = registry, str(weights_path), evaluator
+        self.run_dir = Path(run_dir)
         self.items = read_old_datalist(self.old_datalist, registry, self.weights_path) if self.old_datalist else []
         self.before: dict[str, float] = {}
 
@@ -99,21 +92,27 @@ class ForgettingMeter:
     @torch.no_grad()
     def score(self, model: nn.Module) -> dict[str, float]:
         """Mean Dice per ``dataset/task`` of ``model`` on the old cases (every rank scores all of them: equal rows)."""
-        loader = DataLoader(Dataset(self.items, self.preprocessing), batch_size=1, collate_fn=pad_tasks_collate)
-        predictor = WindowPredictor(model.eval(), self.amp, keep_null_channels=True)
+        validation = self.evaluator
+        transform = validation.data_loader.dataset.transform
+        loader = TaskBatchLoader(Dataset(self.items, transform), batch_size=1)
+        predictor = WindowPredictor(model.eval(), validation.network.amp, keep_null_channels=True)
         metric = PerTaskDice(self.registry)
         for batch in loader:
-            image, targets, args, kwargs = self.prepare_batch(batch, self.device)
-            metric(self.inferer(image, predictor, *args, **kwargs), targets)
+            image, targets, args, kwargs = validation.prepare_batch(batch, validation.state.device)
+            metric(validation.inferer(image, predictor, *args, **kwargs), targets)
         metric.aggregate()
         return {f"{dataset}/{task}": value for (dataset, task), value in metric.per_pair.items()}
+
+    def validated_model(self) -> nn.Module:
+        """The network validation scores (the run's EMA network), without its predictor wrapper."""
+        return unwrap_model(self.evaluator.network.network)
 
     def measure_before(self, engine: Engine | None = None) -> None:
         if not self.items:
             return
-        start = copy.deepcopy(unwrap_model(self.ema_model))
+        start = copy.deepcopy(self.validated_model())
         load_weights(start, self.weights_path, grow_task_tables=True)
-        self.before = self.score(start.to(self.device))
+        self.before = self.score(start.to(self.evaluator.state.device))
         del start
 
     def measure_after(self, engine: Engine | None = None) -> dict[str, Any] | None:
@@ -124,7 +123,7 @@ class ForgettingMeter:
                 OLD_SECTION,
             )
             return None
-        after = self.score(unwrap_model(self.ema_model))
+        after = self.score(self.validated_model())
         tasks = {
             name: {"before": self.before[name], "after": after[name], "difference": after[name] - self.before[name]}
             for name in self.before

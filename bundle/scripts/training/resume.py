@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import SetupError, one_line
 from ..io.checkpoints import CheckpointError, load_weights_only
-from .checkpoints import progress_entries
+from .checkpoints import CheckpointContents, progress_entries
 from .ema import unwrap_model
 from .run_folder import LATEST
 
@@ -53,16 +53,16 @@ class ResumeFromCheckpoint:
 
     Args:
         load_path: the run's ``latest.pt``, or its run folder (which holds it).
-        load_dict: checkpoint entry -> object with ``load_state_dict`` (restored in this order: give the optimiser
-            before the schedule).
+        contents: what the run's checkpoints hold; its ``resume`` entries are restored (in their order: the
+            optimiser before the schedule).
         evaluator: gets its best metric and epoch back (None: not restored).
     """
 
     def __init__(
-        self, load_path: str | os.PathLike, load_dict: Mapping[str, Any], evaluator: Engine | None = None
+        self, load_path: str | os.PathLike, contents: CheckpointContents, evaluator: Engine | None = None
     ) -> None:
         self.load_path = Path(load_path) / LATEST if Path(load_path).is_dir() else Path(load_path)
-        self.load_dict = dict(load_dict)
+        self.load_dict = dict(contents.resume)
         self.evaluator = evaluator
         checkpoint = load_weights_only(self.load_path, map_location="cpu")
         if not isinstance(checkpoint, Mapping):

@@ -74,25 +74,9 @@ def export_run_weights(
     return str(path)
 
 
-def export_run_checkpoint(
-    runs_root: str | os.PathLike,
-    run_name: str,
-    checkpoint: str,
-    destination: str | os.PathLike,
-    registry_file: str | os.PathLike,
-    overwrite: bool = False,
-) -> str | None:
-    """The ``export`` entry: ``runs_root/run_name/checkpoint`` exported as :func:`export_run_weights` does."""
-    return export_run_weights(Path(runs_root) / str(run_name) / checkpoint, destination, registry_file, overwrite)
-
-
-class ExportAfterTraining:
-    """Handler: export ``runs_root/run_name/checkpoint`` when training completes (``--export_to_bundle true``).
-
-    Made before training starts (put it first among the handlers: before anything creates the run folder), it
-    refuses at once an export that would be refused at the end. Its export step is registered when the run starts, so
-    it follows every checkpoint saver's ``COMPLETED`` step (``final.pt`` is written first) whatever the handler order.
-    """
+class RunExport:
+    """The ``export`` entry: ``runs_root/run_name/checkpoint`` exported to ``destination`` when called (as
+    :func:`export_run_weights` does); the handler :class:`ExportAfterTraining` calls it when training completes."""
 
     def __init__(
         self,
@@ -103,14 +87,30 @@ class ExportAfterTraining:
         registry_file: str | os.PathLike,
         overwrite: bool = False,
     ) -> None:
-        check_export_target(destination, overwrite)
-        self.source = (runs_root, run_name, checkpoint)
-        self.destination = destination
-        self.registry_file = registry_file
-        self.overwrite = overwrite
+        self.source = Path(runs_root) / str(run_name) / checkpoint
+        self.destination, self.registry_file, self.overwrite = destination, registry_file, overwrite
+
+    def check_target(self) -> None:
+        check_export_target(self.destination, self.overwrite)
+
+    def __call__(self) -> str | None:
+        return export_run_weights(self.source, self.destination, self.registry_file, self.overwrite)
+
+
+class ExportAfterTraining:
+    """Handler: run ``export`` when training completes (``--export_to_bundle true``).
+
+    Made before training starts (put it first among the handlers: before anything creates the run folder), it
+    refuses at once an export that would be refused at the end. Its export step is registered when the run starts, so
+    it follows every checkpoint saver's ``COMPLETED`` step (``final.pt`` is written first) whatever the handler order.
+    """
+
+    def __init__(self, export: RunExport) -> None:
+        export.check_target()
+        self.export = export
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, lambda e: e.add_event_handler(Events.COMPLETED, self))
 
     def __call__(self, engine: Engine) -> None:
-        export_run_checkpoint(*self.source, self.destination, self.registry_file, self.overwrite)
+        self.export()
