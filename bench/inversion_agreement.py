@@ -11,6 +11,9 @@
    against the truth (the smallest over the cases for agreement, the mean for the truth).
 
     python bench/inversion_agreement.py [--json out.json] [--iterations_per_epoch 40]
+
+``--gpu`` (a CUDA machine) trains there and compares instead the GPU's masks, in float32 and with the shipped bf16
+autocast, against the CPU's float32 ones: GPU-versus-CPU agreement on trained weights.
 """
 
 from __future__ import annotations
@@ -30,10 +33,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundle"
 sys.path.insert(0, str(BUNDLE))
+#: variant -> (extra inference arguments, runs on the GPU); the first is the reference.
 VARIANTS = {
-    "fp32, invert probabilities": ["--invert", "probabilities"],
-    "fp32, invert labels": ["--invert", "labels"],
-    "bf16 CPU autocast, invert probabilities": ["--invert", "probabilities", "--cpu_amp", "true"],
+    "fp32, invert probabilities": (["--invert", "probabilities"], False),
+    "fp32, invert labels": (["--invert", "labels"], False),
+    "bf16 CPU autocast, invert probabilities": (["--invert", "probabilities", "--cpu_amp", "true"], False),
+}
+GPU_VARIANTS = {
+    "fp32, invert probabilities": (["--invert", "probabilities"], False),
+    "GPU fp32": (["--amp", "false"], True),
+    "GPU bf16 autocast (shipped)": (["--amp", "true"], True),
 }
 
 
@@ -56,10 +65,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations_per_epoch", type=int, default=40)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--gpu", action="store_true", help="GPU fp32 and bf16 against the CPU (train on the GPU)")
     args = parser.parse_args()
+    variants = GPU_VARIANTS if args.gpu else VARIANTS
     from scripts.sample_suite import make_phantom_datasets
 
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
+    gpu_env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**gpu_env, "CUDA_VISIBLE_DEVICES": ""}
     results: dict = {"variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -72,7 +84,7 @@ def main() -> None:
                  str(args.iterations_per_epoch), "--val_interval", "6", "--warmup_epochs", "0.25",
                  "--learning_rate", "0.005", "--ema_decay", "0.9", "--affine_prob", "0", "--export_to_bundle",
                  "false"]
-        done = subprocess.run(train, cwd=BUNDLE, capture_output=True, text=True, env=env)
+        done = subprocess.run(train, cwd=BUNDLE, capture_output=True, text=True, env=gpu_env if args.gpu else env)
         if done.returncode:
             raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
         results["training_s"] = round(time.perf_counter() - began, 1)
@@ -91,7 +103,7 @@ def main() -> None:
             truths[name] = (item["dataset"], structures)
         masks: dict[str, dict] = {}
         label_maps: dict[str, dict] = {}
-        for variant, extra in VARIANTS.items():
+        for variant, (extra, on_gpu) in variants.items():
             out = tmp / f"out_{len(masks)}"
             command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
                        "configs/inference.json", "--input", str(native), "--output_dir", str(out), "--ckpt_path",
@@ -100,7 +112,7 @@ def main() -> None:
                        "--task_registry_extra", json.dumps([phantoms["task_registry"]]), *extra]
             began = time.perf_counter()
             done = subprocess.run(command + ["--tasks", ",".join(sorted({d for d, _ in truths.values()}))],
-                                  cwd=BUNDLE, capture_output=True, text=True, env=env)
+                                  cwd=BUNDLE, capture_output=True, text=True, env=gpu_env if on_gpu else env)
             if done.returncode:
                 raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
             windows = [line for line in done.stdout.splitlines() if line.startswith("Profile")]
