@@ -155,6 +155,20 @@ def test_without_old_datalist_the_run_says_forgetting_was_not_measured(caplog: p
     assert "forgetting was not measured: pass --old_datalist" in caplog.text
 
 
+def test_old_datalist_without_finetune_is_refused_not_ignored() -> None:
+    from scripts.errors import SetupError
+    from scripts.training.forgetting import ForgettingMeter
+
+    with pytest.raises(SetupError, match="--old_datalist old.json: .* add --finetune true"):
+        ForgettingMeter("old.json", None, None, None, "unused")
+    from ignite.engine import Engine, Events
+
+    engine, meter = Engine(lambda e, b: None), ForgettingMeter(None, None, None, None, "unused")
+    meter.attach(engine)  # a run that does not fine-tune measures nothing
+    assert not engine.has_event_handler(meter.measure_before, Events.STARTED)
+    assert not engine.has_event_handler(meter.measure_after, Events.COMPLETED)
+
+
 # ------------------------------------------------------------------------------------------------ phantom runs
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> dict:

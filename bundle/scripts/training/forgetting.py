@@ -66,7 +66,8 @@ class ForgettingMeter:
     Args:
         old_datalist: the old cases' datalist, or None/"" (then the run logs that forgetting was not measured).
         registry: the run's task registry (old tasks keep their ids in it).
-        weights_path: the weights the run started from (scored "before").
+        weights_path: the weights the run started from (scored "before"); None for a run that does not fine-tune,
+            which measures nothing and refuses an ``old_datalist``.
         evaluator: the run's validation evaluator (a ``SupervisedEvaluator`` whose network is a ``WindowPredictor``).
         run_dir: the run folder.
     """
@@ -75,17 +76,25 @@ class ForgettingMeter:
         self,
         old_datalist: str | None,
         registry: TaskRegistry,
-        weights_path: str,
+        weights_path: str | None,
         evaluator: SupervisedEvaluator | None,
         run_dir: str,
     ) -> None:
         self.old_datalist = str(old_datalist) if old_datalist not in (None, "", False) else None
+        self.fine_tuning = weights_path is not None
+        if self.old_datalist and not self.fine_tuning:
+            raise SetupError(
+                f"--old_datalist {self.old_datalist}: forgetting is measured from the weights a run starts from; add "
+                "--finetune true (or leave out --old_datalist)"
+            )
         self.registry, self.weights_path, self.evaluator = registry, str(weights_path), evaluator
         self.run_dir = Path(run_dir)
         self.items = read_old_datalist(self.old_datalist, registry, self.weights_path) if self.old_datalist else []
         self.before: dict[str, float] = {}
 
     def attach(self, engine: Engine) -> None:
+        if not self.fine_tuning:
+            return
         engine.add_event_handler(Events.STARTED, self.measure_before)
         engine.add_event_handler(Events.COMPLETED, self.measure_after)
 
