@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from conftest import BUNDLE_ROOT, run_workflow, run_workflow_in_process
-from learning import phantom_dice
+from learning import ONE_THREAD, phantom_dice
 from test_training import TINY, assert_one_line_failure, load
 
 INCREMENTAL = ("configs/train.json", "configs/incremental.json")
@@ -185,13 +185,13 @@ def study(tmp_path_factory) -> dict:
     run_workflow_in_process("training", "--datalist", lists["old"], "--runs_root", runs, "--run_name", "old", *TINY,
                             *RECIPE, "--learning_rate", "0.005", "--max_epochs", "3", "--iterations_per_epoch", "40",
                             "--val_interval", "3", "--export_to_bundle", "true", "--export_path", models / "old.pt",
-                            expect_ok=True)
+                            env=ONE_THREAD, expect_ok=True)
     old_seconds = time.perf_counter() - started
     finetune = ["--finetune", "true", "--finetune_model_path", str(models / "old.pt"), "--old_datalist", lists["old"]]
     done = run_workflow_in_process("training", "--datalist", lists["new_organ"], "--runs_root", runs, "--run_name",
                                    "inc", *TINY, *RECIPE, *finetune, "--learning_rate", "0.05", "--max_epochs", "2",
                                    "--iterations_per_epoch", "30", "--val_interval", "2", configs=INCREMENTAL,
-                                   expect_ok=True)
+                                   env=ONE_THREAD, expect_ok=True)
     inc_seconds = time.perf_counter() - started - old_seconds
     transfer = run_workflow_in_process("training", "--datalist", lists["new_organ"], "--runs_root", runs,
                                        "--run_name", "transfer", *TINY, *RECIPE, *finetune, "--learning_rate", "0.005",

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import BUNDLE_ROOT, run_workflow_in_process
-from learning import DICE_BAR, LEARNING_M, PHANTOM_TASKS, phantom_dice, untrained_weights, write_test_size_overlay
+from learning import (DICE_BAR, LEARNING_M, ONE_THREAD, PHANTOM_TASKS, phantom_dice, untrained_weights,
+                      write_test_size_overlay)
 from test_training import TINY, load
 
 
@@ -22,7 +23,8 @@ def test_overlay_learns_every_task_of_partially_labelled_phantoms(tmp_path: Path
     configs.append(str(write_test_size_overlay(tmp_path)))
     started = time.perf_counter()
     run_workflow_in_process("training", "--datalist", phantoms["datalist"], "--runs_root", tmp_path / "runs",
-                            "--run_name", "learn", *TINY, *LEARNING_M, configs=configs, expect_ok=True)
+                            "--run_name", "learn", *TINY, *LEARNING_M, configs=configs, env=ONE_THREAD,
+                            expect_ok=True)
     seconds = time.perf_counter() - started
     monkeypatch.chdir(BUNDLE_ROOT)
     dice = phantom_dice(configs, phantoms, load(tmp_path / "runs" / "learn" / "final.pt")["ema_model_state_dict"])
