@@ -115,7 +115,7 @@ _STDOUT, _STDERR = _Forward("stdout"), _Forward("stderr")
 
 
 @contextlib.contextmanager
-def _isolated_run(env: dict | None) -> Iterator[None]:
+def _isolated_run(env: dict | None, threads: int | None) -> Iterator[None]:
     """What a run changes in the interpreter, put back afterwards: working folder, environment, logging handlers,
     the bundle's error report and debug switch, the SIGINT handler, torch threads and MONAI's determinism; and the run
     folders a training locks for as long as its process lives are let go, as the end of a process lets them go."""
@@ -131,15 +131,15 @@ def _isolated_run(env: dict | None) -> Iterator[None]:
     saved = (os.getcwd(), dict(os.environ), list(root.handlers), root.level, sys.excepthook,
              signal.getsignal(signal.SIGINT), torch.get_num_threads())
     os.environ.update({k: str(v) for k, v in (env or {}).items()})
-    if "OMP_NUM_THREADS" in (env or {}):  # asked for: this interpreter's threads too (its default: torch's own)
-        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    if threads:
+        torch.set_num_threads(threads)
     os.chdir(BUNDLE_ROOT)  # as a user runs it, from the bundle folder
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        cwd, environ, handlers, level, hook, sigint, threads = saved
+        cwd, environ, handlers, level, hook, sigint, own_threads = saved
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(environ)
@@ -149,7 +149,7 @@ def _isolated_run(env: dict | None) -> Iterator[None]:
         cli._state.clear()
         cli._state.update(saved_state)
         signal.signal(signal.SIGINT, sigint)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(own_threads)
         monai.utils.set_determinism(None)
         for key in set(run_folder._held) - held:
             run_folder._held.pop(key).release()
@@ -170,7 +170,12 @@ def run_workflow_in_process(workflow: str, *args: object, configs: Sequence[str]
     out, err = io.StringIO(), io.StringIO()
     status = 0
     _STDOUT.target, _STDERR.target = out, err
-    with _isolated_run(env), contextlib.redirect_stdout(_STDOUT), contextlib.redirect_stderr(_STDERR):
+    # threads: a training's as in run_workflow's process (one unless env says), so parallel test workers do not
+    # oversubscribe the cores and the sums are those of a process; inference keeps this interpreter's own (the
+    # stored reference label maps of test_case_pipeline.py were computed so)
+    threads = int(workflow_env(env)["OMP_NUM_THREADS"]) if workflow in ("training", "export") or env and (
+        "OMP_NUM_THREADS" in env) else None
+    with _isolated_run(env, threads), contextlib.redirect_stdout(_STDOUT), contextlib.redirect_stderr(_STDERR):
         try:
             run(workflow, config_file=configs if len(configs) > 1 else configs[0], **settings)
         except SystemExit as stop:
