@@ -224,3 +224,17 @@ def phantoms(tmp_path_factory) -> dict:
     from scripts.sample_suite import make_phantom_datasets
 
     return make_phantom_datasets(tmp_path_factory.mktemp("phantoms"), n_cases=16, size=32, n_holdout=2, seed=0)
+
+
+#: Test files that take minutes, longest first (measured on 2 cores: the learning runs ~160 s and ~140 s, the
+#: incremental study ~110 s, the published-context check ~90 s, the export checks ~60 s). Workers take whole files
+#: (--dist loadfile); started first, they run beside the many short files instead of after them.
+LONG_FILES = ("test_learning.py", "test_learning_medformer.py", "test_incremental.py", "test_task_context.py",
+              "test_export.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The long files first, the rest in their usual order (pyproject.toml turns off xdist's own reordering, which
+    puts files with the most tests first and so left these one-test files for the end of the run)."""
+    rank = {name: index for index, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
