@@ -40,7 +40,7 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
 TINY = ["--base_channels", "8", "--roi_size", "[32,32,32]", "--val_overlap", "0", "--sw_batch_size", "4"]
-#: The recipe of the phantom learning tests (tests/test_training.py): the phantoms' own grid, LAMB lr 5e-3, EMA 0.9.
+#: A phantom learning recipe: the phantoms' own grid, LAMB lr 5e-3, EMA 0.9, no random affine.
 RECIPE = ["--spacing", "[1.5,1.5,1.5]", "--ema_decay", "0.9", "--affine_prob", "0"]
 LEARNING_RATE = 0.005
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from conftest import BUNDLE_ROOT
-from test_training import TINY, run_training
+from conftest import run_workflow_in_process
+from test_training import TINY
 
 NEW_MODALITY = "synthetic_us"
 
@@ -64,9 +65,10 @@ def trained(tmp_path_factory) -> dict:
     datalist["task_registry"] = "registry_us.json"
     new.with_name("us.json").write_text(json.dumps(datalist))
     weights = root / "models" / "model.pt"
-    run_training("--datalist", str(new.with_name("us.json")), "--runs_root", str(root / "runs"), "--run_name", "us",
-                 *TINY, "--spacing", "[1.5,1.5,1.5]", "--max_epochs", "1", "--iterations_per_epoch", "2",
-                 "--export_to_bundle", "true", "--export_path", str(weights))
+    run_workflow_in_process("training", "--datalist", new.with_name("us.json"), "--runs_root", root / "runs",
+                            "--run_name", "us", *TINY, "--spacing", "[1.5,1.5,1.5]", "--max_epochs", "1",
+                            "--iterations_per_epoch", "2", "--export_to_bundle", "true", "--export_path", weights,
+                            expect_ok=True)
     return {"root": root, "weights": weights, "image": new.parent / datalist["validation"][0]["image"],
             "datalist": new.with_name("us.json")}
 
@@ -81,13 +83,9 @@ def test_a_new_modality_grows_the_tables_and_inference_accepts_it(trained: dict,
     registry = TaskRegistry.load(BUNDLE_ROOT / "configs" / "task_registry.json", [trained["weights"].with_name(
         "model.tasks.json")])
     assert registry.modality_name(5) == NEW_MODALITY and registry.modality_name(-1) == "mr"
-    command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", "configs/inference.json",
-               "--input", str(trained["image"]), "--output_dir", str(tmp_path / "out"), "--ckpt_path",
-               str(trained["weights"]), "--base_channels", "8", "--roi_size", "[32,32,32]", "--modality", NEW_MODALITY,
-               "--tasks", "synthetic box lesion"]
-    done = subprocess.run(command, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_workflow_in_process("inference", "--input", trained["image"], "--output_dir", tmp_path / "out", "--ckpt_path",
+                            trained["weights"], "--base_channels", "8", "--roi_size", "[32,32,32]", "--modality",
+                            NEW_MODALITY, "--tasks", "synthetic box lesion", expect_ok=True)
     sidecars = list((tmp_path / "out").glob("*.json"))
     assert len(sidecars) == 1 and json.loads(sidecars[0].read_text())["modality"]["name"] == NEW_MODALITY
 

@@ -5,8 +5,6 @@ the settings a user can get wrong refused in one line."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_inference_runs import BUNDLE, crop, run_in_process, save_nifti, tilted
+from conftest import run_workflow
+from test_inference_runs import crop, run_in_process, save_nifti, tilted
 
 REFERENCE = Path(__file__).parent / "data" / "case_pipeline_reference"
 WEIGHTS = REFERENCE / "weights_base2_fp16.pt"
@@ -42,11 +41,11 @@ def _voxels(path: Path) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj)
 
 
-def test_label_maps_equal_the_replaced_pipeline_on_cpu(blocks, tmp_path, capsys):
+def test_label_maps_equal_the_replaced_pipeline_on_cpu(blocks, tmp_path):
     """Every label map (and every mask of the brain block) voxel for voxel as the pipeline before the redesign wrote
     it, on an axis-aligned and an oblique CT and an MRI, with the default task selection (6 CT contexts)."""
     for folder, modality in ((blocks["ct"], "ct"), (blocks["mr"], "t1")):
-        status, text = run_in_process(capsys, **BASE2, input=str(folder), output_dir=str(tmp_path / modality),
+        status, text = run_in_process(**BASE2, input=str(folder), output_dir=str(tmp_path / modality),
                                       ckpt_path=str(WEIGHTS), modality=modality, save_task_masks=modality == "t1")
         assert status == 0, text[-2000:]
     references = sorted(REFERENCE.glob("*.nii.gz"))
@@ -63,7 +62,7 @@ def _outcomes(text: str) -> list[tuple[str, str]]:
     return [(line.split()[1], Path(line.split()[2]).name) for line in lines]
 
 
-def test_background_workers_keep_the_order_the_outputs_and_a_bad_case_alone(blocks, tmp_path, capsys):
+def test_background_workers_keep_the_order_the_outputs_and_a_bad_case_alone(blocks, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     good = _voxels(blocks["one"])
@@ -75,7 +74,7 @@ def test_background_workers_keep_the_order_the_outputs_and_a_bad_case_alone(bloc
     runs = {}
     for workers in (0, 2):
         out = tmp_path / f"out{workers}"
-        status, text = run_in_process(capsys, **BASE2, input=str(inputs), output_dir=str(out), ckpt_path=str(WEIGHTS),
+        status, text = run_in_process(**BASE2, input=str(inputs), output_dir=str(out), ckpt_path=str(WEIGHTS),
                                       modality="ct", tasks="liver,spleen", workers=workers, save_probabilities=True)
         assert status == 1 and "Summary: 3 done, 0 already complete, 2 failed" in text, text[-3000:]
         runs[workers] = (out, text)
@@ -90,19 +89,19 @@ def test_background_workers_keep_the_order_the_outputs_and_a_bad_case_alone(bloc
             assert np.array_equal(_voxels(runs[0][0] / name), _voxels(runs[2][0] / name)), name
 
 
-def test_profile_compression_and_label_inversion(blocks, tmp_path, capsys):
+def test_profile_compression_and_label_inversion(blocks, tmp_path):
     common = {**BASE2, "input": str(blocks["one"]), "ckpt_path": str(WEIGHTS), "modality": "ct", "tasks": "liver"}
-    status, text = run_in_process(capsys, **common, output_dir=str(tmp_path / "fast"), profile=True)
+    status, text = run_in_process(**common, output_dir=str(tmp_path / "fast"), profile=True)
     assert status == 0 and "Profile (seconds summed over this process's cases): read " in text, text[-2000:]
     sidecar = json.loads((tmp_path / "fast" / "lung_small_seg.json").read_text())
     assert list(sidecar["profile_seconds"]) == ["read", "resample", "modality", "windows", "invert"]
     assert all(value >= 0 for value in sidecar["profile_seconds"].values())
-    status, text = run_in_process(capsys, **common, output_dir=str(tmp_path / "default"), compression="default")
+    status, text = run_in_process(**common, output_dir=str(tmp_path / "default"), compression="default")
     assert status == 0
     fast, default = tmp_path / "fast" / "lung_small_seg.nii.gz", tmp_path / "default" / "lung_small_seg.nii.gz"
     assert fast.read_bytes()[:2] == default.read_bytes()[:2] == b"\x1f\x8b"  # both gzip
     assert np.array_equal(_voxels(fast), _voxels(default))
-    status, text = run_in_process(capsys, **common, output_dir=str(tmp_path / "labels"), invert="labels")
+    status, text = run_in_process(**common, output_dir=str(tmp_path / "labels"), invert="labels")
     assert status == 0 and json.loads((tmp_path / "labels" / "lung_small_seg.json").read_text())["settings"][
         "invert"] == "labels"
     by_labels = _voxels(tmp_path / "labels" / "lung_small_seg.nii.gz")
@@ -115,8 +114,8 @@ def test_profile_compression_and_label_inversion(blocks, tmp_path, capsys):
     ("compression", "zip", "--compression: expected one of fast, default, got 'zip'"),
     ("workers", -1, "--workers: expected 0 or more, got -1"),
 ])
-def test_bad_settings_are_refused_before_any_case(blocks, tmp_path, capsys, setting, value, message):
-    status, text = run_in_process(capsys, **BASE2, input=str(blocks["one"]), output_dir=str(tmp_path / "out"),
+def test_bad_settings_are_refused_before_any_case(blocks, tmp_path, setting, value, message):
+    status, text = run_in_process(**BASE2, input=str(blocks["one"]), output_dir=str(tmp_path / "out"),
                                   ckpt_path=str(WEIGHTS), modality="ct", tasks="liver", **{setting: value})
     assert status == 1 and f"error: {message}" in text, text[-2000:]
     assert not list((tmp_path / "out").glob("*.nii.gz"))
@@ -142,13 +141,13 @@ def test_a_case_too_large_for_the_memory_is_refused_with_what_to_do(blocks, tmp_
         reader.check_memory(case, source_header(case))
 
 
-def test_an_all_zero_sform_is_refused(blocks, tmp_path, capsys):
+def test_an_all_zero_sform_is_refused(blocks, tmp_path):
     image = nib.load(blocks["one"])
     broken = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
     broken.set_sform(np.zeros((4, 4)), code=1)
     path = tmp_path / "zero_sform.nii.gz"
     nib.save(broken, path)
-    status, text = run_in_process(capsys, **BASE2, input=str(path), output_dir=str(tmp_path / "out"),
+    status, text = run_in_process(**BASE2, input=str(path), output_dir=str(tmp_path / "out"),
                                   ckpt_path=str(WEIGHTS), modality="ct", tasks="liver")
     assert status == 1 and "zero_sform.nii.gz: the header's sform (code 1) is all zeros or degenerate" in text
 
@@ -161,12 +160,10 @@ def test_torchrun_shares_the_cases_and_writes_each_once(blocks, tmp_path):
     for k in range(3):
         save_nifti(inputs / f"case{k}.nii.gz", good, affine)
     (inputs / "case3.nii.gz").write_bytes(b"not a nifti")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "monai.bundle", "run", "inference", "--config_file", "configs/inference.json", "--base_channels", "2",
-               "--roi_size", "[32,32,32]", "--input", str(inputs), "--output_dir", str(tmp_path / "out"),
-               "--ckpt_path", str(WEIGHTS), "--modality", "ct", "--tasks", "liver"]
-    done = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"})
+    done = run_workflow("inference", "--base_channels", "2", "--roi_size", "[32,32,32]", "--input", inputs,
+                        "--output_dir", tmp_path / "out", "--ckpt_path", WEIGHTS, "--modality", "ct", "--tasks",
+                        "liver", launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                           "--nproc_per_node=2", "-m"), env={"OMP_NUM_THREADS": "1"})
     log = done.stdout + done.stderr
     assert done.returncode != 0, log[-3000:]  # one case failed: the run fails, on both ranks
     lines = [line for line in done.stdout.splitlines() if line.startswith("[")]

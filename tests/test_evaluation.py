@@ -201,9 +201,6 @@ def test_evaluation_cases_name_modality_and_report_unusable_datalists(tmp_path: 
 # ---------------------------------------------------------------------------------------------------------------------
 # The evaluate workflow: configs/inference.json + configs/evaluate.json
 
-CONFIGS = "['configs/inference.json','configs/evaluate.json']"
-
-
 def test_evaluate_config_has_the_inference_properties(bundle_root: Path, monkeypatch: pytest.MonkeyPatch):
     from monai.bundle import ConfigWorkflow
 
@@ -237,10 +234,10 @@ def _crop_case(image: Path, label: Path, box: tuple[slice, slice, slice], out: P
 @pytest.fixture(scope="module")
 def evaluate_run(sample_suite, tmp_path_factory, bundle_root: Path) -> dict:
     import json
-    import subprocess
-    import sys
 
     import torch
+
+    from conftest import run_workflow_in_process
 
     from scripts.networks.hermes import HermesResUNet
     from scripts.registry import TaskRegistry
@@ -274,13 +271,11 @@ def evaluate_run(sample_suite, tmp_path_factory, bundle_root: Path) -> dict:
     weights = work / "tiny.pt"
     torch.save(HermesResUNet(base_channels=4, num_tasks=registry.num_tasks).state_dict(), weights)
     out = work / "out"
-    command = [
-        sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", CONFIGS,
-        "--datalist", str(datalist), "--task_registry_extra", f"['{sample_suite['task_registry']}']",
-        "--ckpt_path", str(weights), "--base_channels", "4", "--roi_size", "[32,32,32]",
-        "--overlap", "0", "--output_dir", str(out), "--save_predictions", "True", "--statistics", "true",
-    ]
-    completed = subprocess.run(command, cwd=bundle_root, capture_output=True, text=True, timeout=600)
+    completed = run_workflow_in_process(
+        "evaluate", "--datalist", datalist, "--task_registry_extra", f"['{sample_suite['task_registry']}']",
+        "--ckpt_path", weights, "--base_channels", "4", "--roi_size", "[32,32,32]",
+        "--overlap", "0", "--output_dir", out, "--save_predictions", "True", "--statistics", "true",
+    )
     return {"completed": completed, "out": out, "registry": registry, "lung_image": lung_image,
             "labels": {"breast1_image": breast / "breast1_label.nii.gz", "lung1_crop_image": lung_label}}
 

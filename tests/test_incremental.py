@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BUNDLE_ROOT
-from test_training import TINY, assert_one_line_failure, load, phantom_dice, run_training
+from conftest import BUNDLE_ROOT, run_workflow, run_workflow_in_process
+from learning import ONE_THREAD, phantom_dice
+from test_training import TINY, assert_one_line_failure, load
 
 INCREMENTAL = ("configs/train.json", "configs/incremental.json")
 RECIPE = ["--spacing", "[1.5,1.5,1.5]", "--ema_decay", "0.9", "--affine_prob", "0"]
@@ -181,18 +182,20 @@ def study(tmp_path_factory) -> dict:
     lists = make_increment_datalists(phantoms)
     runs, models = root / "runs", root / "models"
     started = time.perf_counter()
-    run_training("--datalist", lists["old"], "--runs_root", str(runs), "--run_name", "old", *TINY, *RECIPE,
-                 "--learning_rate", "0.005", "--max_epochs", "3", "--iterations_per_epoch", "40", "--val_interval",
-                 "3", "--export_to_bundle", "true", "--export_path", str(models / "old.pt"))
+    run_workflow_in_process("training", "--datalist", lists["old"], "--runs_root", runs, "--run_name", "old", *TINY,
+                            *RECIPE, "--learning_rate", "0.005", "--max_epochs", "3", "--iterations_per_epoch", "40",
+                            "--val_interval", "3", "--export_to_bundle", "true", "--export_path", models / "old.pt",
+                            env=ONE_THREAD, expect_ok=True)
     old_seconds = time.perf_counter() - started
     finetune = ["--finetune", "true", "--finetune_model_path", str(models / "old.pt"), "--old_datalist", lists["old"]]
-    done = run_training("--datalist", lists["new_organ"], "--runs_root", str(runs), "--run_name", "inc", *TINY,
-                        *RECIPE, *finetune, "--learning_rate", "0.05", "--max_epochs", "2", "--iterations_per_epoch",
-                        "30", "--val_interval", "2", configs=INCREMENTAL)
+    done = run_workflow_in_process("training", "--datalist", lists["new_organ"], "--runs_root", runs, "--run_name",
+                                   "inc", *TINY, *RECIPE, *finetune, "--learning_rate", "0.05", "--max_epochs", "2",
+                                   "--iterations_per_epoch", "30", "--val_interval", "2", configs=INCREMENTAL,
+                                   env=ONE_THREAD, expect_ok=True)
     inc_seconds = time.perf_counter() - started - old_seconds
-    transfer = run_training("--datalist", lists["new_organ"], "--runs_root", str(runs), "--run_name", "transfer",
-                            *TINY, *RECIPE, *finetune, "--learning_rate", "0.005", "--max_epochs", "1",
-                            "--iterations_per_epoch", "2")
+    transfer = run_workflow_in_process("training", "--datalist", lists["new_organ"], "--runs_root", runs,
+                                       "--run_name", "transfer", *TINY, *RECIPE, *finetune, "--learning_rate", "0.005",
+                                       "--max_epochs", "1", "--iterations_per_epoch", "2", expect_ok=True)
     print(f"old model {old_seconds:.0f} s, incremental {inc_seconds:.0f} s, all {time.perf_counter() - started:.0f} s")
     return {"lists": lists, "runs": runs, "models": models, "log": done.stdout + done.stderr,
             "transfer_log": transfer.stdout + transfer.stderr}
@@ -275,6 +278,6 @@ def test_bad_finetune_inputs_fail_in_one_line_before_training(study: dict, tmp_p
          [str(tmp_path / "registry_redefined.json"), "id 96 already means 'synthetic ellipsoid organ'"]),
     ]
     for overrides, parts in cases:
-        done = run_training(*common, *overrides, configs=INCREMENTAL, expect_ok=False)
+        done = run_workflow("training", *common, *overrides, configs=INCREMENTAL)
         assert_one_line_failure(done, *parts)
         assert not list((tmp_path / "runs").glob("*/*.pt")) and not (tmp_path / "models").exists()

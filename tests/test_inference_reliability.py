@@ -12,8 +12,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,29 +23,21 @@ import torch
 from scripts.io.output_folder import OutputFolder
 from scripts.networks.hermes import HermesResUNet
 from scripts.registry import TaskRegistry
+from conftest import run_workflow, run_workflow_in_process, start_workflow
 from test_inference_runs import crop, save_nifti
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 TINY = ["--base_channels", "4", "--roi_size", "[32,32,32]"]
 
 
-def command(workflow: str, *args: str) -> list[str]:
-    configs = "configs/inference.json" if workflow == "inference" else "['configs/inference.json','configs/evaluate.json']"
-    return [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", configs, *TINY, *args]
-
-
-def run(workflow: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(command(workflow, *args), cwd=BUNDLE, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-
-
 @pytest.fixture(scope="module")
 def case(sample_suite, tmp_path_factory) -> dict:
-    """A real CT block that needs 27 windows of 32^3 at 1.5 mm, its lung-tumour label, and tiny random weights."""
+    """A real CT block (68 x 68 x 40 mm) that needs 9 windows of 32^3 at 1.5 mm and overlap 0.5, its lung-tumour
+    label, and tiny random weights."""
     root = Path(sample_suite["root"]) / "sample_lung_ct"
     folder = tmp_path_factory.mktemp("multiwindow")
-    image, affine = crop(root / "lung1_image.nii.gz", (180, 300, 20), (120, 120, 16))
-    label, _ = crop(root / "lung1_label.nii.gz", (180, 300, 20), (120, 120, 16))
+    image, affine = crop(root / "lung1_image.nii.gz", (180, 300, 28), (120, 120, 8))
+    label, _ = crop(root / "lung1_label.nii.gz", (180, 300, 28), (120, 120, 8))
     save_nifti(folder / "ct.nii.gz", image, affine)
     save_nifti(folder / "ct_label.nii.gz", label.astype(np.uint8), affine)
     torch.manual_seed(1)
@@ -74,17 +64,19 @@ def test_window_batches_of_two_give_the_same_answer_and_mlflow_tracks_both_workf
     for batch in (1, 2):
         logged = tracking if batch == 1 else []
         out = tmp_path / f"inference_{batch}"
-        done = run("inference", "--input", str(case["image"]), "--output_dir", str(out), "--ckpt_path",
-                   str(case["weights"]), "--modality", "ct", "--tasks", "liver,spleen", "--overlap", "0.5",
-                   "--sw_batch_size", str(batch), "--save_probabilities", "true", *logged)
+        done = run_workflow_in_process("inference", *TINY, "--input", case["image"], "--output_dir", out,
+                                       "--ckpt_path", case["weights"], "--modality", "ct", "--tasks", "liver,spleen",
+                                       "--overlap", "0.5", "--sw_batch_size", batch, "--save_probabilities", "true",
+                                       *logged)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         probabilities[batch] = np.stack([np.asarray(nib.load(out / f"ct_prob-{name}.nii.gz").dataobj)
                                          for name in ("liver", "spleen")])
         if logged:
             assert _mlflow_metrics(tmp_path / "mlruns.db")["cases_done"] == 1.0
         evaluated = tmp_path / f"evaluate_{batch}"
-        done = run("evaluate", "--datalist", str(case["datalist"]), "--output_dir", str(evaluated), "--ckpt_path",
-                   str(case["weights"]), "--overlap", "0.5", "--sw_batch_size", str(batch), *logged)
+        done = run_workflow_in_process("evaluate", *TINY, "--datalist", case["datalist"], "--output_dir", evaluated,
+                                       "--ckpt_path", case["weights"], "--overlap", "0.5", "--sw_batch_size", batch,
+                                       *logged)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         with (evaluated / "metrics.csv").open() as handle:
             metrics[batch] = list(csv.DictReader(handle))
@@ -103,8 +95,8 @@ def test_a_second_run_into_a_folder_in_use_stops_at_once(case, tmp_path):
     holder.claim()  # this test process is the first run
     try:
         began = time.perf_counter()
-        done = run("inference", "--input", str(case["image"]), "--output_dir", str(out), "--ckpt_path",
-                   str(case["weights"]), "--modality", "ct")
+        done = run_workflow("inference", *TINY, "--input", case["image"], "--output_dir", out, "--ckpt_path",
+                            case["weights"], "--modality", "ct")
     finally:
         holder.release()
     assert done.returncode == 1
@@ -120,8 +112,8 @@ def test_an_output_folder_that_cannot_be_written_is_found_before_any_case(case, 
     out = Path("/proc/hermes_cannot_write_here") if where == "proc" else tmp_path / "a_file"
     if where == "file":
         out.write_text("a user's file")
-    done = run("inference", "--input", str(case["image"]), "--output_dir", str(out), "--ckpt_path",
-               str(case["weights"]), "--modality", "ct")
+    done = run_workflow_in_process("inference", *TINY, "--input", case["image"], "--output_dir", out, "--ckpt_path",
+                                   case["weights"], "--modality", "ct")
     assert done.returncode == 1 and "[1/1]" not in done.stdout
     expected = "is a file, not a folder" if where == "file" else "cannot be written"
     assert f"error: --output_dir {out} {expected}" in done.stdout
@@ -130,31 +122,45 @@ def test_an_output_folder_that_cannot_be_written_is_found_before_any_case(case, 
 
 
 def test_ctrl_c_ends_with_a_summary_and_skip_existing_finishes_the_batch(case, tmp_path):
+    """Ctrl-C while the second of three cases is being read: a summary, exit status 130, nothing half-written; then
+    ``--skip_existing true`` finishes the batch.
+
+    The second case is a named pipe until the signal is sent: reading it blocks (as a slow network share would) until
+    the signal comes, so the signal always lands inside the batch. (Sending it after "[1/3] done" alone raced: on a
+    loaded machine the run could finish the other two cases before the signal arrived, and exit 0.)"""
     batch = tmp_path / "batch"
     batch.mkdir()
-    for name in ("a", "b", "c"):
+    for name in ("a", "c"):
         (batch / f"{name}.nii.gz").write_bytes(case["image"].read_bytes())
+    os.mkfifo(batch / "b.nii.gz")  # a folder listing skips pipes; a datalist names it
+    datalist = batch / "cases.json"
+    datalist.write_text(json.dumps({"testing": [{"image": f"{name}.nii.gz"} for name in ("a", "b", "c")]}))
     out = tmp_path / "out"
-    args = ["--input", str(batch), "--output_dir", str(out), "--ckpt_path", str(case["weights"]), "--modality", "ct",
+    args = [*TINY, "--input", datalist, "--output_dir", out, "--ckpt_path", case["weights"], "--modality", "ct",
             "--tasks", "liver", "--save_task_masks", "true"]
-    process = subprocess.Popen(command("inference", *args), cwd=BUNDLE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    lines = []
-    for line in process.stdout:  # wait until the first case is complete, then press Ctrl-C
-        lines.append(line)
-        if line.startswith("[1/3] done"):
-            process.send_signal(signal.SIGINT)
-            break
-    stdout = "".join(lines) + process.stdout.read()
-    stderr = process.stderr.read()
-    assert process.wait(timeout=300) == 130, stdout[-2000:] + stderr[-2000:]
+    process = start_workflow("inference", *args)
+    try:
+        lines = []
+        for line in process.stdout:  # the first case is complete and the second one's read is waiting: Ctrl-C
+            lines.append(line)
+            if line.startswith("[1/3] done"):
+                process.send_signal(signal.SIGINT)
+                break
+        stdout = "".join(lines) + process.stdout.read()
+        stderr = process.stderr.read()
+        assert process.wait(timeout=120) == 130, stdout[-2000:] + stderr[-2000:]
+    finally:
+        if process.poll() is None:  # the signal was lost: the run still waits on the pipe
+            process.kill()
     assert "Summary: 1 done, 0 already complete, 0 failed, 2 not run (interrupted)" in stdout
     assert "to continue: run the same command again with --skip_existing true" in stdout
     assert "Traceback" not in stdout + stderr
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "a_seg.json", "a_seg.nii.gz", "a_task-liver.nii.gz"]  # the interrupted case left nothing behind
     assert not list(out.glob(".staging.*"))
-    resumed = run("inference", *args, "--skip_existing", "true")
+    (batch / "b.nii.gz").unlink()
+    (batch / "b.nii.gz").write_bytes(case["image"].read_bytes())
+    resumed = run_workflow_in_process("inference", *args, "--skip_existing", "true")
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "Summary: 2 done, 1 already complete, 0 failed" in resumed.stdout
     for name in ("a", "b", "c"):
@@ -169,8 +175,8 @@ def test_degenerate_affine_and_label_map_as_image_are_named(case, tmp_path):
     nib.save(flat, tmp_path / "flat_affine.nii.gz")
     labels = (np.asarray(image.dataobj) > 0).astype(np.uint8)
     save_nifti(tmp_path / "mask_as_image.nii.gz", labels, image.affine)
-    done = run("inference", "--input", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--ckpt_path",
-               str(case["weights"]), "--modality", "ct", "--tasks", "liver")
+    done = run_workflow_in_process("inference", *TINY, "--input", tmp_path, "--output_dir", tmp_path / "out",
+                                   "--ckpt_path", case["weights"], "--modality", "ct", "--tasks", "liver")
     assert done.returncode == 1
     failed = [line for line in done.stdout.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "flat_affine.nii.gz: the header's sform (code 1) is all zeros or degenerate" in failed[0]

@@ -10,10 +10,8 @@ import gc
 import gzip
 import hashlib
 import json
-import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -24,12 +22,12 @@ import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from scripts.errors import CaseError, one_line
+from conftest import run_workflow, run_workflow_in_process
+from scripts.errors import CaseError
 from scripts.io.dicom import read_dicom_series
 from scripts.networks.hermes import HermesResUNet
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
-CONFIG = BUNDLE / "configs" / "inference.json"
 TINY = {"base_channels": 4, "roi_size": [32, 32, 32]}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -149,34 +147,15 @@ def weights(tmp_path_factory) -> dict[str, Path]:
     return {"plain": folder / "tiny.pt", "t1_head": folder / "tiny_t1_head.pt"}
 
 
-def run_in_process(capsys, **overrides) -> tuple[int, str]:
-    """``monai.bundle run inference`` without a new interpreter: (exit status, printed text)."""
-    from monai.bundle import ConfigWorkflow
-
-    settings = {"bundle_root": str(BUNDLE), **TINY, **overrides}
-    here = os.getcwd()
-    os.chdir(BUNDLE)  # as a user runs it, from the bundle folder
-    try:
-        workflow = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer",
-                                  meta_file=str(BUNDLE / "configs" / "metadata.json"), **settings)
-        workflow.initialize()
-        status = 0
-        workflow.run()
-    except SystemExit as stop:
-        status = int(stop.code or 0)
-    except Exception as err:  # what the bundle's error report prints as the last line of a real run
-        print(f"error: {one_line(err)}")
-        status = 1
-    finally:
-        os.chdir(here)
-    return status, capsys.readouterr().out
+def run_in_process(**overrides) -> tuple[int, str]:
+    """The inference workflow in this interpreter (the shared runner), tiny: (exit status, everything printed)."""
+    done = run_workflow_in_process("inference", **{**TINY, **overrides})
+    return done.returncode, done.stdout + done.stderr
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", "configs/inference.json",
-               "--base_channels", "4", "--roi_size", "[32,32,32]", *args]
-    return subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    """The inference workflow as a user's process, tiny."""
+    return run_workflow("inference", "--base_channels", "4", "--roi_size", "[32,32,32]", *args)
 
 
 def assert_same_grid(output: Path, shape: tuple[int, ...], affine: np.ndarray) -> nib.Nifti1Image:
@@ -206,7 +185,7 @@ def test_dicom_reader_reproduces_the_series_geometry(scans, tmp_path):
         read_dicom_series(gap)
 
 
-def test_ct_in_four_storages_lands_on_each_input_grid_with_one_answer(scans, weights, tmp_path, capsys):
+def test_ct_in_four_storages_lands_on_each_input_grid_with_one_answer(scans, weights, tmp_path):
     hu, lps_affine = scans["ct"]
     batch = tmp_path / "batch"
     batch.mkdir()
@@ -216,7 +195,7 @@ def test_ct_in_four_storages_lands_on_each_input_grid_with_one_answer(scans, wei
     save_nrrd(batch / "ct_nrrd.nrrd", hu, lps_affine)
     save_dicom_series(batch / "ct_dicom", hu, lps_affine)
     out = tmp_path / "out"
-    status, text = run_in_process(capsys, input=str(batch), output_dir=str(out), ckpt_path=str(weights["plain"]),
+    status, text = run_in_process(input=str(batch), output_dir=str(out), ckpt_path=str(weights["plain"]),
                                   modality="ct", tasks="liver,amos_ct/spleen,left lung", save_probabilities=True)
     assert status == 0, text
     assert "Summary: 4 done, 0 already complete, 0 failed" in text
@@ -250,7 +229,7 @@ def test_ct_in_four_storages_lands_on_each_input_grid_with_one_answer(scans, wei
     assert json.loads((out / "ct_dicom_seg.json").read_text())["input_format"] == "dicom"
 
 
-def test_oblique_mri_as_nifti_and_nrrd_with_modality_from_the_head(scans, weights, tmp_path, capsys):
+def test_oblique_mri_as_nifti_and_nrrd_with_modality_from_the_head(scans, weights, tmp_path):
     array, affine = scans["mri"]
     oblique = tilted(affine, array.shape)
     batch = tmp_path / "mri"
@@ -261,7 +240,7 @@ def test_oblique_mri_as_nifti_and_nrrd_with_modality_from_the_head(scans, weight
     ras_array, ras_affine = flipped_to_ras(array, affine)
     save_nifti(batch / "t1_ras.nii.gz", ras_array, ras_affine)
     out = tmp_path / "out"
-    status, text = run_in_process(capsys, input=str(batch), output_dir=str(out), ckpt_path=str(weights["t1_head"]),
+    status, text = run_in_process(input=str(batch), output_dir=str(out), ckpt_path=str(weights["t1_head"]),
                                   save_task_masks=True, save_overlay=True)
     assert status == 0, text
     assert "modality t1 (network modality head), 7 label(s) from 7 task(s) in 2 pass(es) per window" in text
@@ -344,31 +323,31 @@ def test_cli_without_weights_says_how_to_get_them(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_setup_errors_and_overwrite_protection(scans, weights, tmp_path, capsys):
+def test_setup_errors_and_overwrite_protection(scans, weights, tmp_path):
     hu, affine = scans["ct"]
     case = save_nifti(tmp_path / "case.nii.gz", hu, affine)
     common = {"input": str(case), "output_dir": str(tmp_path / "out"), "ckpt_path": str(weights["plain"])}
-    status, text = run_in_process(capsys, **common, tasks="liver,kidny")
+    status, text = run_in_process(**common, tasks="liver,kidny")
     assert status == 1 and "error: --tasks: unknown task 'kidny'; did you mean: kidney" in text
-    status, text = run_in_process(capsys, **common, modality="xray")
+    status, text = run_in_process(**common, modality="xray")
     assert status == 1 and "error: --modality: unknown modality 'xray'" in text
-    status, text = run_in_process(capsys, **common, save_overlay="maybe")
+    status, text = run_in_process(**common, save_overlay="maybe")
     assert status == 1 and "error: --save_overlay: expected true or false, got 'maybe'" in text
-    status, text = run_in_process(capsys, **{**common, "input": str(tmp_path / "nowhere.nii.gz")})
+    status, text = run_in_process(**{**common, "input": str(tmp_path / "nowhere.nii.gz")})
     assert status == 1 and f"{tmp_path / 'nowhere.nii.gz'}: no such file or folder" in text
-    status, text = run_in_process(capsys, **common, modality="t2", tasks="kidney tumor")
+    status, text = run_in_process(**common, modality="t2", tasks="kidney tumor")
     assert status == 1 and "'kidney tumor' has no task for modality 't2'; candidates: kits/kidney tumor" in text
-    status, text = run_in_process(capsys, **common, modality="ct", tasks="kidney tumor")
+    status, text = run_in_process(**common, modality="ct", tasks="kidney tumor")
     assert status == 0 and "Summary: 1 done" in text
     before = (tmp_path / "out" / "case_seg.nii.gz").read_bytes()
-    status, text = run_in_process(capsys, **common, modality="ct", tasks="liver")
+    status, text = run_in_process(**common, modality="ct", tasks="liver")
     assert status == 1 and "case_seg.json and 1 more already exists; pass --overwrite true to replace" in text
     assert (tmp_path / "out" / "case_seg.nii.gz").read_bytes() == before
-    status, text = run_in_process(capsys, **common, modality="ct", tasks="liver", overwrite=True)
+    status, text = run_in_process(**common, modality="ct", tasks="liver", overwrite=True)
     assert status == 0 and json.loads((tmp_path / "out" / "case_seg.json").read_text())["labels"]["1"]["name"] == "liver"
 
 
-def test_pattern_like_case_names_own_only_their_own_outputs(scans, weights, tmp_path, capsys):
+def test_pattern_like_case_names_own_only_their_own_outputs(scans, weights, tmp_path):
     """Output names are literal: ``a*`` is not a pattern for ``a`` and ``ab``, ``b[1]`` not one for ``b1``."""
     hu, affine = scans["ct"]
     inputs = tmp_path / "in"
@@ -379,18 +358,18 @@ def test_pattern_like_case_names_own_only_their_own_outputs(scans, weights, tmp_
     out = tmp_path / "out"
     common = {"output_dir": str(out), "ckpt_path": str(weights["plain"]), "modality": "ct", "tasks": "liver",
               "save_task_masks": True}
-    status, text = run_in_process(capsys, input=str(inputs), **common)
+    status, text = run_in_process(input=str(inputs), **common)
     assert status == 0 and "Summary: 5 done, 0 already complete, 0 failed" in text, text[-2000:]
     expected = sorted(f"{n}{suffix}" for n in names for suffix in ("_seg.json", "_seg.nii.gz", "_task-liver.nii.gz"))
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
     others = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if not p.name.startswith(("a*", "."))}
-    status, text = run_in_process(capsys, input=str(inputs / "a*.nii.gz"), overwrite=True, **common)
+    status, text = run_in_process(input=str(inputs / "a*.nii.gz"), overwrite=True, **common)
     assert status == 0 and "Summary: 1 done" in text, text[-2000:]
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in others} == others  # untouched, none deleted
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
 
 
-def test_a_run_that_fails_after_claiming_the_folder_lets_go_of_it(scans, weights, tmp_path, capsys):
+def test_a_run_that_fails_after_claiming_the_folder_lets_go_of_it(scans, weights, tmp_path):
     """The weights are loaded after the output folder is locked: a run stopped there must not keep the lock (a later
     run in the same process, as in a notebook, would otherwise be told the folder is in use)."""
     hu, affine = scans["ct"]
@@ -398,21 +377,21 @@ def test_a_run_that_fails_after_claiming_the_folder_lets_go_of_it(scans, weights
               "modality": "ct", "tasks": "liver"}
     gc.disable()  # the failed run's objects stay alive, as they may in any process (tracebacks, cycles)
     try:
-        status, text = run_in_process(capsys, **common, ckpt_path=str(tmp_path / "absent.pt"))
+        status, text = run_in_process(**common, ckpt_path=str(tmp_path / "absent.pt"))
         assert status == 1 and "absent.pt" in text and (tmp_path / "out" / ".hermes.lock").exists()
-        status, text = run_in_process(capsys, **common, ckpt_path=str(weights["plain"]))
+        status, text = run_in_process(**common, ckpt_path=str(weights["plain"]))
     finally:
         gc.enable()
     assert status == 0 and "Summary: 1 done" in text, text[-2000:]
 
 
-def test_datalist_item_names_its_modality(scans, weights, tmp_path, capsys):
+def test_datalist_item_names_its_modality(scans, weights, tmp_path):
     hu, affine = scans["ct"]
     save_nifti(tmp_path / "scan.nii.gz", hu, affine)
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"testing": [{"image": "scan.nii.gz", "dataset": "chaos", "modality": "t2"},
                                                 {"image": "absent.nii.gz"}]}))
-    status, text = run_in_process(capsys, input=str(datalist), output_dir=str(tmp_path / "out"),
+    status, text = run_in_process(input=str(datalist), output_dir=str(tmp_path / "out"),
                                   ckpt_path=str(weights["plain"]), tasks="spleen")
     assert status == 1 and "Summary: 1 done, 0 already complete, 1 failed" in text
     assert f"{tmp_path / 'absent.nii.gz'}: no such file or folder" in text

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_training import TINY, load, phantoms, run_training  # noqa: F401  (phantoms is a fixture)
+from conftest import run_workflow
+from test_training import TINY, load
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available in this build")
-def test_two_process_torchrun_on_cpu(tmp_path, phantoms):  # noqa: F811
+def test_two_process_torchrun_on_cpu(tmp_path, phantoms):
     """Both ranks train and validate (the Dice is gathered from both halves of the validation set); only rank 0
     writes checkpoints and TensorBoard files; without --run_name both ranks use rank 0's run folder; ``--resume true``
     without --run_name continues it on both ranks."""
@@ -26,10 +27,10 @@ def test_two_process_torchrun_on_cpu(tmp_path, phantoms):  # noqa: F811
     datalist.write_text(json.dumps({**content, "validation": list(by_dataset.values())}))
     common = ["--datalist", str(datalist), "--runs_root", str(runs), *TINY, "--iterations_per_epoch", "2",
               "--batch_size", "1"]
-    distributed = {"configs": ("configs/train.json", "configs/multi_gpu_train.json"),
+    distributed = {"configs": ("configs/train.json", "configs/multi_gpu_train.json"), "expect_ok": True,
                    "launcher": (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                                 "-m")}
-    done = run_training(*common, "--max_epochs", "1", **distributed)
+    done = run_workflow("training", *common, "--max_epochs", "1", **distributed)
     log = done.stdout + done.stderr
     (run_dir,) = runs.iterdir()  # one folder, named by rank 0
     saved = re.findall(r"rank (\d+) saved (\S+)", log)
@@ -46,7 +47,7 @@ def test_two_process_torchrun_on_cpu(tmp_path, phantoms):  # noqa: F811
     for task in ("synthetic ellipsoid organ", "synthetic box lesion", "synthetic sphere marker"):
         assert task in metrics[0], f"{task} missing from the gathered validation Dice: {metrics[0]}"
 
-    resumed = run_training(*common, "--max_epochs", "2", "--resume", "true", **distributed)
+    resumed = run_workflow("training", *common, "--max_epochs", "2", "--resume", "true", **distributed)
     assert f"resumed {run_dir / 'latest.pt'} at epoch 1, iteration 2" in resumed.stdout + resumed.stderr
     assert [p.name for p in runs.iterdir()] == [run_dir.name]
     assert (load(run_dir / "final.pt")["epoch"], load(run_dir / "final.pt")["iteration"]) == (2, 4)

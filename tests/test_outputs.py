@@ -7,9 +7,7 @@ Weights are a tiny random HermesResUNet (base_channels 4), 32^3 windows, as in t
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import shutil
 import subprocess
@@ -34,14 +32,6 @@ from test_inference_runs import weights  # noqa: F401  (module fixture: tiny ran
 TASKS = "liver,amos_ct/spleen,left lung"
 NAMES = {1: "liver", 2: "amos_ct/spleen", 3: "left lung"}
 SLUGS = {1: "liver", 2: "amos_ct-spleen", 3: "left-lung"}
-
-
-def run_quiet(**overrides) -> tuple[int, str]:
-    """``run_in_process`` for module fixtures (no capsys there): the printed text comes from a buffer."""
-    buffer = io.StringIO()
-    capture = SimpleNamespace(readouterr=lambda: SimpleNamespace(out=buffer.getvalue()))
-    with contextlib.redirect_stdout(buffer):
-        return run_in_process(capture, **overrides)
 
 
 def complete_series(folder: Path) -> Path:
@@ -70,7 +60,7 @@ def seg_run(ct, weights, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("seg_run")
     series = complete_series(save_dicom_series(root / "ct_series", hu, affine))
     out = root / "out"
-    status, text = run_quiet(input=str(series), output_dir=str(out), ckpt_path=str(weights["plain"]), modality="ct",
+    status, text = run_in_process(input=str(series), output_dir=str(out), ckpt_path=str(weights["plain"]), modality="ct",
                              tasks=TASKS, output_format="dicom_seg", save_task_masks=True, statistics=True)
     assert status == 0, text[-3000:]
     return SimpleNamespace(series=series, out=out, text=text, hu=hu, affine=affine,
@@ -156,13 +146,13 @@ def test_dicom_seg_passes_dciodvfy(seg_run):
 
 def test_outputs_are_never_replaced_unasked(seg_run, weights):  # noqa: F811
     before = {p.name: p.read_bytes() for p in seg_run.out.iterdir() if p.is_file() and not p.name.startswith(".")}
-    status, text = run_quiet(input=str(seg_run.series), output_dir=str(seg_run.out), ckpt_path=str(weights["plain"]),
+    status, text = run_in_process(input=str(seg_run.series), output_dir=str(seg_run.out), ckpt_path=str(weights["plain"]),
                              modality="ct", tasks="liver", output_format="dicom_seg", statistics=True)
     assert status == 1 and "already exists; pass --overwrite true to replace" in text
     after = {p.name: p.read_bytes() for p in seg_run.out.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert after == before
     # continuing the batch: the kept case's statistics join the new table, which never replaces the earlier one
-    status, text = run_quiet(input=str(seg_run.series), output_dir=str(seg_run.out), ckpt_path=str(weights["plain"]),
+    status, text = run_in_process(input=str(seg_run.series), output_dir=str(seg_run.out), ckpt_path=str(weights["plain"]),
                              modality="ct", tasks=TASKS, output_format="dicom_seg", statistics=True,
                              skip_existing=True)
     assert status == 0 and "Summary: 0 done, 1 already complete, 0 failed" in text, text[-3000:]
@@ -232,12 +222,12 @@ def test_statistics_of_a_run_match_its_label_map_and_the_input_hu(seg_run):
 
 
 # --- NRRD -----------------------------------------------------------------------------------------------------
-def test_nrrd_output_keeps_the_inputs_space_directions(ct, weights, tmp_path, capsys):  # noqa: F811
+def test_nrrd_output_keeps_the_inputs_space_directions(ct, weights, tmp_path):  # noqa: F811
     hu, affine = ct
     oblique = tilted(affine, hu.shape)
     source = save_nrrd(tmp_path / "ct.nrrd", hu, oblique)
     out = tmp_path / "out"
-    status, text = run_in_process(capsys, input=str(source), output_dir=str(out), ckpt_path=str(weights["plain"]),
+    status, text = run_in_process(input=str(source), output_dir=str(out), ckpt_path=str(weights["plain"]),
                                   modality="ct", tasks="liver", output_format="nrrd", save_task_masks=True)
     assert status == 0, text[-3000:]
     given = nrrd.read_header(str(source))
@@ -266,7 +256,7 @@ def test_nrrd_output_of_another_input_is_written_in_lps_on_its_grid(ct, tmp_path
 
 
 # --- bad cases ------------------------------------------------------------------------------------------------
-def test_dicom_seg_bad_cases_get_one_line_and_keep_the_nifti_result(ct, weights, tmp_path, capsys):  # noqa: F811
+def test_dicom_seg_bad_cases_get_one_line_and_keep_the_nifti_result(ct, weights, tmp_path):  # noqa: F811
     hu, affine = ct
     batch = tmp_path / "batch"
     batch.mkdir()
@@ -279,7 +269,7 @@ def test_dicom_seg_bad_cases_get_one_line_and_keep_the_nifti_result(ct, weights,
     trimmed.write_text(json.dumps(table))
     out = tmp_path / "out"
     common = {"ckpt_path": str(weights["plain"]), "modality": "ct", "tasks": "liver", "output_format": "dicom_seg"}
-    status, text = run_in_process(capsys, input=str(batch), output_dir=str(out), segment_codes_file=str(trimmed),
+    status, text = run_in_process(input=str(batch), output_dir=str(out), segment_codes_file=str(trimmed),
                                   **common)
     assert status == 1 and "Summary: 0 done, 0 already complete, 3 failed" in text, text[-3000:]
     failed = [line for line in text.splitlines() if line.startswith("  failed: ")]
@@ -290,7 +280,7 @@ def test_dicom_seg_bad_cases_get_one_line_and_keep_the_nifti_result(ct, weights,
     for name in ("plain", "bare_series", "good_series"):
         assert (out / f"{name}_seg.nii.gz").is_file() and not (out / f"{name}_seg.dcm").exists()
         assert json.loads((out / f"{name}_seg.json").read_text())["dicom_seg_problem"]
-    status, text = run_in_process(capsys, input=str(batch), output_dir=str(tmp_path / "out3"),
+    status, text = run_in_process(input=str(batch), output_dir=str(tmp_path / "out3"),
                                   **{**common, "output_format": "png"})
     assert status == 1 and "error: --output_format: expected one of nifti, nrrd, dicom_seg, got 'png'" in text
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BUNDLE_ROOT
+from conftest import BUNDLE_ROOT, run_workflow_in_process
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -583,50 +583,12 @@ def test_an_interrupted_case_leaves_nothing_half_written(prepared: dict, tmp_pat
 # ------------------------------------------------------------------------------------------ training
 def test_published_recipe_trains_on_all_eleven_prepared_datasets(prepared: dict, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    command = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        "['configs/train.json','configs/train_published.json']",
-        "--datalist",
-        str(prepared["out"] / "datalist.json"),
-        "--runs_root",
-        str(runs),
-        "--run_name",
-        "p",
-        "--base_channels",
-        "4",
-        "--roi_size",
-        "[32,32,32]",
-        "--spacing",
-        "[3,3,3]",
-        "--block_margin",
-        "0",
-        "--batch_size",
-        "1",
-        "--num_workers",
-        "0",
-        "--max_epochs",
-        "1",
-        "--iterations_per_epoch",
-        "2",
-        "--warmup_epochs",
-        "0",
-        "--val_interval",
-        "1",
-        "--val_final_epochs",
-        "0",
-        "--val_overlap",
-        "0",
-        "--sw_batch_size",
-        "4",
-    ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run(command, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    done = run_workflow_in_process(
+        "training", "--datalist", prepared["out"] / "datalist.json", "--runs_root", runs, "--run_name", "p",
+        "--base_channels", "4", "--roi_size", "[32,32,32]", "--spacing", "[3,3,3]", "--block_margin", "0",
+        "--batch_size", "1", "--num_workers", "0", "--max_epochs", "1", "--iterations_per_epoch", "2",
+        "--warmup_epochs", "0", "--val_interval", "1", "--val_final_epochs", "0", "--val_overlap", "0",
+        "--sw_batch_size", "4", configs=("configs/train.json", "configs/train_published.json"), expect_ok=True)
     log = done.stdout + done.stderr
     assert (runs / "p" / "final.pt").is_file()
     validation = json.loads((prepared["out"] / "datalist.json").read_text())["validation"]

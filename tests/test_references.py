@@ -9,14 +9,16 @@ from conftest import BUNDLE_ROOT, REPO_ROOT
 
 SOURCES = [*sorted((BUNDLE_ROOT / "scripts").rglob("*.py")), *sorted((REPO_ROOT / "bench").glob("*.py")),
            REPO_ROOT / "pyproject.toml"]
+#: Where test files are named too: the tests themselves, the READMEs and the model card.
+DOCUMENTS = [*sorted((REPO_ROOT / "tests").glob("*.py")), REPO_ROOT / "README.md", BUNDLE_ROOT / "docs" / "README.md"]
 
 
 def test_files_named_in_code_and_settings_exist() -> None:
     tracked = {path.name for path in REPO_ROOT.rglob("*") if ".git" not in path.parts}
     missing = []
-    for source in SOURCES:
+    for source in [*SOURCES, *DOCUMENTS]:
         text = source.read_text(encoding="utf-8")
-        for name in set(re.findall(r"\btests/(test_\w+\.py)", text)):
+        for name in set(re.findall(r"\b(test_\w+\.py)\b", text)):
             if not (REPO_ROOT / "tests" / name).is_file():
                 missing.append(f"{source.relative_to(REPO_ROOT)} names tests/{name}")
         for name in set(re.findall(r"\b([A-Z][A-Z_]+\.md)\b", text)):

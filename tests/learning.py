@@ -1,0 +1,90 @@
+"""What the learning tests share (test_learning.py, test_learning_medformer.py, test_incremental.py): the phantoms'
+grid and the held-out Dice of trained weights, computed here rather than trusted from the workflow's own log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: The phantoms' own grid: at the demo's 3 mm their 32³ volumes shrink to 16³ inside the 32³ window.
+PHANTOM_SPACING = [1.5, 1.5, 1.5]
+#: What every learning test asks of every task, held out.
+DICE_BAR = 0.8
+
+
+def phantom_dice(configs: list[str], phantoms: dict, weights: dict, overrides: dict | None = None) -> dict[str, float]:
+    """Held-out Dice per task of (EMA) weights, computed here, not by the workflow: the network the configs build at
+    base 8, each phantom on its own grid in its dataset's task list plus one null, as trained and published
+    (``overrides``: more config values, e.g. the extra registries a fine-tuned network's size needs)."""
+    from monai.bundle import ConfigParser
+    from monai.inferers import SlidingWindowInferer
+
+    from scripts.predict import WindowPredictor
+
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update({"datalist": phantoms["datalist"], "spacing": PHANTOM_SPACING, "base_channels": 8, **(overrides or {})})
+    registry = parser.get_parsed_content("task_registry")
+    network = parser.get_parsed_content("network_def").eval()
+    network.load_state_dict(weights)
+    predictor, inferer = WindowPredictor(network, amp=False), SlidingWindowInferer((32, 32, 32), 1, 0.25)
+    totals: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for sample in parser.get_parsed_content("validate#dataset"):
+            task_ids = torch.as_tensor(sample["task_index"]).reshape(-1).tolist()
+            tasks = torch.tensor([task_ids + [-1]])
+            modality = torch.as_tensor(sample["modality_index"]).reshape(1)
+            predicted = (inferer(sample["image"][None], predictor, tasks, modality)[0] > 0.5).numpy()
+            truth = np.asarray(sample["label"]) > 0
+            for channel, task_id in enumerate(task_ids):
+                p, t = predicted[channel], truth[channel]
+                totals.setdefault(registry.task_by_id(task_id).name, []).append(2 * (p & t).sum() / (p.sum() + t.sum()))
+    return {name: float(np.mean(values)) for name, values in totals.items()}
+
+
+def untrained_weights(configs: list[str], phantoms: dict, seed: int = 0) -> dict:
+    """A freshly initialised network of the configs (seeded): the control that shows a learning test's bar is out
+    of reach without learning."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update({"datalist": phantoms["datalist"], "spacing": PHANTOM_SPACING, "base_channels": 8})
+    torch.manual_seed(seed)
+    return parser.get_parsed_content("network_def").state_dict()
+
+
+#: A test-size Hermes-M: one attention block per fusion site, 2³-token maps, one fusion layer, expansion 2 (the
+#: fixture's shape); the release depth (2, 4, 8, 4, 2 blocks) costs about twice as much per iteration at base 8.
+TEST_SIZE_M = {"attention_blocks": [1, 1, 1, 1, 1], "map_size": 2, "fusion_depth": 1, "expansion": 2}
+
+
+def write_test_size_overlay(folder: Path) -> Path:
+    """A config overlay (after configs/hermes_m.json) whose network_def is the test-size Hermes-M."""
+    network = {"_target_": "$scripts.networks.backbone_class(@backbone)", "in_channels": 1,
+               "base_channels": "@base_channels", "num_tasks": "$@task_registry.num_tasks",
+               "num_modalities": "$@task_registry.num_modalities", "modality_tokens": 10, **TEST_SIZE_M}
+    path = folder / "test_size_network.json"
+    path.write_text(json.dumps({"network_def": network}))
+    return path
+
+
+PHANTOM_TASKS = {"synthetic ellipsoid organ", "synthetic box lesion", "synthetic sphere marker"}
+#: Hermes-R's learning recipe: the phantoms' own grid (fills the 32³ window), LAMB at lr 5e-3 after a short warm-up,
+#: EMA 0.9 (0.99 would average over most of a short run), no random affine (16 cases per dataset), 240 steps of 2
+#: windows. The box lesion is the slow task: in synthetic_phantom_b's images the organ is as far from the body's
+#: intensity (+200 HU against -200) but unannotated, and early on the box task answers both. Measured (one thread, so
+#: the sums and the result are those of the runs below), held-out organ / box / marker: seed 0 (the test) 0.934 /
+#: 0.857 / 0.991; 4 windows per step: seeds 0, 1, 2 box 0.919, 0.933, 0.159; 120 steps at lr 1e-2: box 0.021; 64
+#: cases per dataset: box 0.706; other phantom intensities: box 0.608 and 0.826. None is a safer margin yet.
+LEARNING_R = ["--spacing", json.dumps(PHANTOM_SPACING), "--max_epochs", "6", "--iterations_per_epoch", "40",
+              "--val_interval", "6", "--warmup_epochs", "0.25", "--learning_rate", "0.005", "--ema_decay", "0.9",
+              "--affine_prob", "0"]
+#: The learning runs' threads: one, as the measured runs (several threads split sums differently: other weights).
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+#: Hermes-M's: the same grid, rate and EMA; the overlay's own loss weights, weight decay and no warm-up.
+LEARNING_M = ["--spacing", json.dumps(PHANTOM_SPACING), "--max_epochs", "6", "--iterations_per_epoch", "40",
+              "--val_interval", "6", "--learning_rate", "0.005", "--ema_decay", "0.9", "--affine_prob", "0"]
