@@ -73,9 +73,18 @@ def run_workflow(workflow: str, *args: object, configs: Sequence[str] | None = N
 
 def start_workflow(workflow: str, *args: object, configs: Sequence[str] | None = None,
                    env: dict | None = None) -> subprocess.Popen:
-    """``run_workflow`` started in the background, stdout and stderr piped as text (for signals)."""
+    """``run_workflow`` started in the background, stdout and stderr piped as text (for signals).
+
+    The process starts with Ctrl-C's default disposition, as from a terminal: a suite started as a background job
+    (``cmd &`` in a script, as CI runners and job shells do) inherits SIGINT *ignored*, Python then keeps it ignored,
+    and a test's Ctrl-C would never arrive (the bundle rightly respects an ignored SIGINT, as ``nohup`` users expect)."""
     return subprocess.Popen(workflow_command(workflow, *args, configs=configs), cwd=BUNDLE_ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=workflow_env(env))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=workflow_env(env),
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def parse_overrides(args: Sequence[object]) -> dict:

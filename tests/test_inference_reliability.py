@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -122,48 +123,48 @@ def test_an_output_folder_that_cannot_be_written_is_found_before_any_case(case, 
 
 
 def test_ctrl_c_ends_with_a_summary_and_skip_existing_finishes_the_batch(case, tmp_path):
-    """Ctrl-C while the second of three cases is being read: a summary, exit status 130, nothing half-written; then
-    ``--skip_existing true`` finishes the batch.
+    """Ctrl-C after the first of six cases: a summary, exit status 130, finished cases complete and nothing
+    half-written; then ``--skip_existing true`` finishes the batch.
 
-    The second case is a named pipe until the signal is sent: reading it blocks (as a slow network share would) until
-    the signal comes, so the signal always lands inside the batch. (Sending it after "[1/3] done" alone raced: on a
-    loaded machine the run could finish the other two cases before the signal arrived, and exit 0.)"""
+    The signal is sent when the first case's line is read; on a loaded machine it may land a case or more later, so
+    the batch is long enough (five cases still to go) for it to land inside, and the checks follow what the summary
+    says was finished. Cases not yet run cost nothing."""
+    names = ["a", "b", "c", "d", "e", "f"]
     batch = tmp_path / "batch"
     batch.mkdir()
-    for name in ("a", "c"):
+    for name in names:
         (batch / f"{name}.nii.gz").write_bytes(case["image"].read_bytes())
-    os.mkfifo(batch / "b.nii.gz")  # a folder listing skips pipes; a datalist names it
-    datalist = batch / "cases.json"
-    datalist.write_text(json.dumps({"testing": [{"image": f"{name}.nii.gz"} for name in ("a", "b", "c")]}))
     out = tmp_path / "out"
-    args = [*TINY, "--input", datalist, "--output_dir", out, "--ckpt_path", case["weights"], "--modality", "ct",
+    args = [*TINY, "--input", batch, "--output_dir", out, "--ckpt_path", case["weights"], "--modality", "ct",
             "--tasks", "liver", "--save_task_masks", "true"]
     process = start_workflow("inference", *args)
     try:
         lines = []
-        for line in process.stdout:  # the first case is complete and the second one's read is waiting: Ctrl-C
+        for line in process.stdout:
             lines.append(line)
-            if line.startswith("[1/3] done"):
+            if line.startswith("[1/6] done"):
                 process.send_signal(signal.SIGINT)
                 break
         stdout = "".join(lines) + process.stdout.read()
         stderr = process.stderr.read()
         assert process.wait(timeout=120) == 130, stdout[-2000:] + stderr[-2000:]
     finally:
-        if process.poll() is None:  # the signal was lost: the run still waits on the pipe
+        if process.poll() is None:
             process.kill()
-    assert "Summary: 1 done, 0 already complete, 0 failed, 2 not run (interrupted)" in stdout
+    summary = re.search(r"Summary: (\d+) done, 0 already complete, 0 failed, (\d+) not run \(interrupted\)", stdout)
+    assert summary, stdout[-2000:]
+    done, not_run = int(summary[1]), int(summary[2])
+    assert done >= 1 and not_run >= 1 and done + not_run == len(names)
     assert "to continue: run the same command again with --skip_existing true" in stdout
     assert "Traceback" not in stdout + stderr
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "a_seg.json", "a_seg.nii.gz", "a_task-liver.nii.gz"]  # the interrupted case left nothing behind
+    finished = names[:done]  # cases run in order: the interrupted one left nothing behind
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        f"{name}{suffix}" for name in finished for suffix in ("_seg.json", "_seg.nii.gz", "_task-liver.nii.gz"))
     assert not list(out.glob(".staging.*"))
-    (batch / "b.nii.gz").unlink()
-    (batch / "b.nii.gz").write_bytes(case["image"].read_bytes())
     resumed = run_workflow_in_process("inference", *args, "--skip_existing", "true")
     assert resumed.returncode == 0, resumed.stdout[-3000:]
-    assert "Summary: 2 done, 1 already complete, 0 failed" in resumed.stdout
-    for name in ("a", "b", "c"):
+    assert f"Summary: {not_run} done, {done} already complete, 0 failed" in resumed.stdout
+    for name in names:
         assert json.loads((out / f"{name}_seg.json").read_text())["task_masks"] == {"1": f"{name}_task-liver.nii.gz"}
 
 
