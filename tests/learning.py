@@ -88,3 +88,28 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 #: Hermes-M's: the same grid, rate and EMA; the overlay's own loss weights, weight decay and no warm-up.
 LEARNING_M = ["--spacing", json.dumps(PHANTOM_SPACING), "--max_epochs", "6", "--iterations_per_epoch", "40",
               "--val_interval", "6", "--learning_rate", "0.005", "--ema_decay", "0.9", "--affine_prob", "0"]
+
+
+def assert_learns_every_task(label: str, configs: list[str], recipe: list[str], tmp_path: Path, phantoms: dict,
+                             monkeypatch) -> None:
+    """Train with ``configs`` and ``recipe`` in this process on one thread, then require every task's held-out Dice
+    at the bar, and the same scoring of the untrained network far below it (the bar cannot be met without
+    learning)."""
+    import time
+
+    from conftest import BUNDLE_ROOT, run_workflow_in_process
+    from test_training import TINY, load
+
+    started = time.perf_counter()
+    run_workflow_in_process("training", "--datalist", phantoms["datalist"], "--runs_root", tmp_path / "runs",
+                            "--run_name", "learn", *TINY, *recipe, configs=configs, env=ONE_THREAD, expect_ok=True)
+    seconds = time.perf_counter() - started
+    monkeypatch.chdir(BUNDLE_ROOT)
+    dice = phantom_dice(configs, phantoms, load(tmp_path / "runs" / "learn" / "final.pt")["ema_model_state_dict"])
+    before = phantom_dice(configs, phantoms, untrained_weights(configs, phantoms))
+    print(f"{label} phantom learning: {seconds:.0f} s, held-out Dice {json.dumps(dice)} (bar {DICE_BAR}); "
+          f"untrained {json.dumps(before)}")
+    assert set(dice) == set(before) == PHANTOM_TASKS
+    assert max(before.values()) < DICE_BAR / 2, f"the untrained network already scores {before}: the bar is too low"
+    for name, value in dice.items():
+        assert value >= DICE_BAR, f"held-out Dice of '{name}' is {value:.3f} < {DICE_BAR} (all: {dice})"

@@ -87,7 +87,8 @@ class ForgettingMeter:
                 f"--old_datalist {self.old_datalist}: forgetting is measured from the weights a run starts from; add "
                 "--finetune true (or leave out --old_datalist)"
             )
-        self.registry, self.weights_path, self.evaluator = registry, str(weights_path), evaluator
+        self.registry, self.evaluator = registry, evaluator
+        self.weights_path = str(weights_path) if self.fine_tuning else ""
         self.run_dir = Path(run_dir)
         self.items = read_old_datalist(self.old_datalist, registry, self.weights_path) if self.old_datalist else []
         self.before: dict[str, float] = {}
