@@ -182,7 +182,8 @@ def test_export_entry_exports_any_run_checkpoint(suite_run: dict, tmp_path: Path
     assert (json.loads(target.with_name("best_model.tasks.json").read_text())
             == json.loads((suite_run["run_dir"] / "run.tasks.json").read_text()))
     refused = run_workflow("export", "--runs_root", suite_run["runs"], "--run_name", "s", "--export_path", target)
-    assert_one_line_failure(refused, str(target), "already exists")
+    assert_one_line_failure(refused, str(target), "already exists", "--overwrite true")
+    assert "--export_to_bundle" not in refused.stderr, "the export entry's refusal speaks of training's export"
 
 
 def test_a_run_checkpoint_is_weights_for_inference_and_the_converter(suite_run: dict, tmp_path: Path) -> None:
@@ -230,7 +231,8 @@ def test_refused_export_is_refused_before_training(tmp_path: Path, phantoms: dic
     target.write_bytes(b"the user's weights")
     done = run_workflow("training", "--datalist", phantoms["datalist"], "--runs_root", tmp_path / "runs", *TINY,
                         "--export_to_bundle", "true", "--export_path", target)
-    assert_one_line_failure(done, str(target), "already exists", "--overwrite true")
+    assert_one_line_failure(done, str(target), "already exists and --export_to_bundle would replace it after training",
+                            "--overwrite true")
     assert target.read_bytes() == b"the user's weights"
     assert not (tmp_path / "runs").exists(), "a run folder was made before the export was refused"
 

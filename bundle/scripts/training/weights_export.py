@@ -30,13 +30,14 @@ from ..weights import TASK_LIST_ADVICE, held_weights, read_weights_file
 logger = logging.getLogger(__name__)
 
 
-def check_export_target(destination: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse now an export that would be refused after training: ``destination`` exists and ``overwrite`` is off."""
+def check_export_target(destination: str | os.PathLike, overwrite: bool, after_training: bool = False) -> None:
+    """Refuse an export whose ``destination`` exists while ``overwrite`` is off (``after_training``: checked before
+    training starts, for the export at its end)."""
     path = Path(destination)
     if path.exists() and not overwrite:
+        when = " and --export_to_bundle would replace it after training" if after_training else ""
         raise OutputExistsError(
-            f"{path} already exists and --export_to_bundle would replace it after training; pass "
-            "--overwrite true, or another --export_path"
+            f"{path} already exists{when}; pass --overwrite true to replace it, or another --export_path"
         )
     if path.is_dir():
         raise OutputExistsError(f"--export_path {path} is a folder; give the weights file to write")
@@ -90,8 +91,8 @@ class RunExport:
         self.source = Path(runs_root) / str(run_name) / checkpoint
         self.destination, self.registry_file, self.overwrite = destination, registry_file, overwrite
 
-    def check_target(self) -> None:
-        check_export_target(self.destination, self.overwrite)
+    def check_target(self, after_training: bool = False) -> None:
+        check_export_target(self.destination, self.overwrite, after_training)
 
     def __call__(self) -> str | None:
         return export_run_weights(self.source, self.destination, self.registry_file, self.overwrite)
@@ -106,7 +107,7 @@ class ExportAfterTraining:
     """
 
     def __init__(self, export: RunExport) -> None:
-        export.check_target()
+        export.check_target(after_training=True)
         self.export = export
 
     def attach(self, engine: Engine) -> None:
