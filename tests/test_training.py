@@ -184,6 +184,10 @@ def test_export_entry_exports_any_run_checkpoint(suite_run: dict, tmp_path: Path
     refused = run_workflow("export", "--runs_root", suite_run["runs"], "--run_name", "s", "--export_path", target)
     assert_one_line_failure(refused, str(target), "already exists", "--overwrite true")
     assert "--export_to_bundle" not in refused.stderr, "the export entry's refusal speaks of training's export"
+    missing = run_workflow("export", "--runs_root", suite_run["runs"], "--run_name", "s", "--export_checkpoint",
+                           "best", "--export_path", tmp_path / "other.pt")
+    assert_one_line_failure(missing, str(suite_run["run_dir"] / "best"), "no such run checkpoint",
+                            "--export_checkpoint one of latest.pt, best.pt, final.pt", "this run has")
 
 
 def test_a_run_checkpoint_is_weights_for_inference_and_the_converter(suite_run: dict, tmp_path: Path) -> None:

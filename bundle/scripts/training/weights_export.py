@@ -26,6 +26,7 @@ from ..io.checkpoints import CheckpointError
 from ..networks.rows import row_counts
 from ..registry import TaskRegistry, companions_of
 from ..weights import TASK_LIST_ADVICE, held_weights, read_weights_file
+from .run_folder import CHECKPOINT_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ class RunExport:
         check_export_target(self.destination, self.overwrite, after_training)
 
     def __call__(self) -> str | None:
+        if not self.source.is_file():
+            held = [name for name in CHECKPOINT_NAMES if (self.source.parent / name).is_file()]
+            raise CheckpointError(
+                f"{self.source}: no such run checkpoint; --run_name names a folder of --runs_root "
+                f"({self.source.parent.parent}) and --export_checkpoint one of {', '.join(CHECKPOINT_NAMES)}"
+                + (f" (this run has {', '.join(held)})" if held else "")
+            )
         return export_run_weights(self.source, self.destination, self.registry_file, self.overwrite)
 
 
