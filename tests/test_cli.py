@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from scripts.cli import flag, probability, report
 from scripts.errors import CaseError, SetupError, one_line
@@ -79,15 +80,20 @@ def test_every_boolean_switch_of_every_workflow_means_what_it_says(workflow, mon
 
 @pytest.mark.parametrize("word", ["false", "0", "no"])
 def test_distributed_false_means_one_process(word, monkeypatch):
-    """``--distributed false`` used to reach the config as the true string "false": validation then asked for a
+    """``--distributed false`` used to reach the config as the true string "false": training then asked for a
     process group that nobody had started."""
+    import torch.distributed as dist
+
+    from scripts.training import processes
+
     monkeypatch.chdir(BUNDLE)
-    parser = _parser(WORKFLOWS["training"], distributed=word, **{"validate#dataset": [{"image": "x"}]})
-    assert parser.get_parsed_content("validate#sampler") is None
-    parser = _parser(WORKFLOWS["training"], distributed="true", **{"validate#dataset": [{"image": "x"}]})
-    with pytest.raises(Exception) as err:
-        parser.get_parsed_content("validate#sampler")
-    assert "process group" in str(err.value.__cause__), err.value
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    flags = _parser(WORKFLOWS["training"], distributed=word).get_parsed_content("flags")
+    assert processes.start(flags, torch.device("cpu"), seed=0) == 0 and not dist.is_initialized()
+    flags = _parser(WORKFLOWS["training"], distributed="true").get_parsed_content("flags")
+    with pytest.raises(ValueError, match="environment variable"):  # torchrun's variables: a process group was asked for
+        processes.start(flags, torch.device("cpu"), seed=0)
 
 
 def _references(value, path: str = "") -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
+from unittest.mock import patch
 
 import nibabel as nib
 import numpy as np
@@ -194,17 +195,19 @@ def test_sampling_weights_follow_the_registry(registry: TaskRegistry) -> None:
     assert torch.allclose(per_dataset[6:8], torch.full((2,), 1.8 / 2, dtype=torch.float64))
     assert torch.allclose(item_weights(items, registry, "per_item")[:6], torch.full((6,), 0.3, dtype=torch.float64))
 
-    sampler = dataset_weighted_sampler(items, registry, num_samples=4000, generator=torch.Generator().manual_seed(0))
+    sampler = dataset_weighted_sampler(items, registry, num_samples=4000, seed=0)
     drawn = Counter(items[i]["dataset"] for i in sampler)
     expected = {"lits": 0.3 / 2.2, "amos_ct": 1.8 / 2.2, "autopet": 0.1 / 2.2}
     for name, share in expected.items():  # within 4 binomial standard deviations
         assert abs(drawn[name] / 4000 - share) < 4 * (share * (1 - share) / 4000) ** 0.5, (name, drawn)
 
-    # multi-GPU: each rank draws from the whole list with its own generator (seed + rank), as published
-    ranks = [list(dataset_weighted_sampler(items, registry, 50, generator=torch.Generator().manual_seed(1 + r)))
-             for r in (0, 1)]
+    # multi-GPU: each rank draws from the whole list with its own stream (seed + rank), as published
+    ranks = []
+    for rank in (0, 1):
+        with patch("ignite.distributed.get_rank", return_value=rank):
+            ranks.append(list(dataset_weighted_sampler(items, registry, 50, seed=1)))
     assert [len(r) for r in ranks] == [50, 50] and ranks[0] != ranks[1]
     assert all(0 <= i < len(items) for rank in ranks for i in rank)
-    assert ranks[1] == list(dataset_weighted_sampler(items, registry, 50, generator=torch.Generator().manual_seed(2)))
+    assert ranks[1] == list(dataset_weighted_sampler(items, registry, 50, seed=2))  # rank 1 of seed 1 = rank 0 of 2
     with pytest.raises(ValueError, match=r"item 1 \(image None\): unknown dataset 'nope'"):
         item_weights([{"dataset": "lits"}, {"dataset": "nope"}], registry)

@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
-from torch.utils.data import Sampler, WeightedRandomSampler
+from torch.utils.data import WeightedRandomSampler
 
 from ..registry import TaskRegistry
 
@@ -51,15 +52,17 @@ def dataset_weighted_sampler(
     registry: TaskRegistry,
     num_samples: int,
     weighting: str = "per_dataset",
-    generator: torch.Generator | None = None,
-) -> Sampler:
+    seed: int | None = None,
+) -> WeightedRandomSampler:
     """A sampler drawing ``num_samples`` item indices with replacement, datasets weighted by the registry.
 
     ``num_samples`` is the number of samples per epoch of this process. In a multi-GPU run every rank draws from the
-    whole datalist with its own ``generator`` (seeded with the seed plus its rank), as the published training did
-    (a ``WeightedRandomSampler`` per process, no sharding): with few cases per dataset, a shard could miss a dataset.
+    whole datalist with its own stream (``seed`` plus its rank; the sampler's public ``generator``, which a run
+    checkpoint saves), as the published training did (a ``WeightedRandomSampler`` per process, no sharding): with
+    few cases per dataset, a shard could miss a dataset. ``seed`` None: torch's global stream.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     weights = item_weights(items, registry, weighting)
+    generator = None if seed is None else torch.Generator().manual_seed(int(seed) + idist.get_rank())
     return WeightedRandomSampler(weights, num_samples=int(num_samples), replacement=True, generator=generator)

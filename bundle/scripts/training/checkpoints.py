@@ -78,7 +78,7 @@ class CheckpointContents:
 
     ``weights`` (``best.pt``, ``final.pt``): the network and its EMA, under the published names. ``resume``
     (``latest.pt``): those plus the optimiser, the schedule and the random-number state of the training chain
-    (``transforms``) and the sampler (``generator``): what a resumed run needs to continue as if never stopped.
+    (``transforms``) and the sampler's ``generator``: what a resumed run needs to continue as if never stopped.
     Objects given as None are left out (a run without EMA or schedule).
     """
 
@@ -89,8 +89,9 @@ class CheckpointContents:
         optimizer: Any = None,
         lr_scheduler: Any = None,
         transforms: Any = None,
-        generator: Any = None,
+        sampler: Any = None,
     ) -> None:
+        generator = sampler.generator if sampler is not None else None  # a WeightedRandomSampler's own stream
         rng = RandomStates(transforms, generator) if transforms is not None or generator is not None else None
         weights = {"model_state_dict": network, "ema_model_state_dict": ema_model}
         resume = {**weights, "optimizer_state_dict": optimizer, "lr_scheduler_state_dict": lr_scheduler}

@@ -1,8 +1,8 @@
-"""One training process among several (torchrun) or alone: setting up, the rank, seeds, the validation sampler.
+"""One training process among several (torchrun) or alone: setting up, the rank, seeds.
 
 ``--distributed true`` (``configs/multi_gpu_train.json``) starts the process group (nccl on CUDA, gloo on CPU) and
-pins each rank's GPU; every rank seeds its own random stream (seed + rank), and only rank 0 logs. Validation is split
-over the ranks without padding, so no case is counted twice.
+pins each rank's GPU; every rank seeds its own random stream (seed + rank), and only rank 0 logs. (That overlay also
+splits validation over the ranks without padding, so no case is counted twice.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import ignite.distributed as idist
 import monai
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, Sampler
 
 from ..cli import Flags
 
@@ -44,15 +43,3 @@ def rank() -> int:
 def is_not_rank0() -> bool:
     """Rank-0-only handlers (logging, checkpoints) are disabled with this."""
     return rank() > 0
-
-
-def generator(seed: int) -> torch.Generator:
-    """This rank's sampling stream: seed + rank, so ranks draw different items."""
-    return torch.Generator().manual_seed(int(seed) + rank())
-
-
-def validation_sampler(dataset: Dataset, flags: Flags) -> Sampler | None:
-    """Under ``--distributed true`` each rank validates its share (no padding: every case once); else None."""
-    if not flags.distributed:
-        return None
-    return monai.data.DistributedSampler(dataset, even_divisible=False, shuffle=False)

@@ -143,10 +143,3 @@ def _check_same_settings(run_dir: Path, recorded: Mapping[str, Any], requested: 
             f"--resume true: run {run_dir} was started with {shown}; resume with the run's settings, or start a "
             "new run with another --run_name"
         )
-
-
-def tracking_uri(runs_root: str | os.PathLike) -> str:
-    """MLflow's store for ``--tracking mlflow``: one SQLite file beside the runs (``runs_root/mlruns.db``)."""
-    from monai.utils import path_to_sqlite_uri
-
-    return path_to_sqlite_uri(os.path.abspath(os.path.join(runs_root, "mlruns.db")))
