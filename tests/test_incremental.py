@@ -183,14 +183,14 @@ def study(tmp_path_factory) -> dict:
     runs, models = root / "runs", root / "models"
     started = time.perf_counter()
     run_workflow_in_process("training", "--datalist", lists["old"], "--runs_root", runs, "--run_name", "old", *TINY,
-                            *RECIPE, "--learning_rate", "0.005", "--max_epochs", "3", "--iterations_per_epoch", "40",
-                            "--val_interval", "3", "--export_to_bundle", "true", "--export_path", models / "old.pt",
+                            *RECIPE, "--learning_rate", "0.01", "--max_epochs", "2", "--iterations_per_epoch", "30",
+                            "--val_interval", "2", "--export_to_bundle", "true", "--export_path", models / "old.pt",
                             env=ONE_THREAD, expect_ok=True)
     old_seconds = time.perf_counter() - started
     finetune = ["--finetune", "true", "--finetune_model_path", str(models / "old.pt"), "--old_datalist", lists["old"]]
     done = run_workflow_in_process("training", "--datalist", lists["new_organ"], "--runs_root", runs, "--run_name",
                                    "inc", *TINY, *RECIPE, *finetune, "--learning_rate", "0.05", "--max_epochs", "2",
-                                   "--iterations_per_epoch", "30", "--val_interval", "2", configs=INCREMENTAL,
+                                   "--iterations_per_epoch", "15", "--val_interval", "2", configs=INCREMENTAL,
                                    env=ONE_THREAD, expect_ok=True)
     inc_seconds = time.perf_counter() - started - old_seconds
     transfer = run_workflow_in_process("training", "--datalist", lists["new_organ"], "--runs_root", runs,

@@ -19,10 +19,20 @@ from scipy import ndimage
 
 from .errors import SetupError
 
-#: Bump when a drawing changes, so folders written from older drawings are regenerated.
+#: Bump when the PET drawing changes, so sample-suite caches written from older drawings are rebuilt (the CT phantoms'
+#: folders carry their own version: ``sample_suite.phantom_datasets.LAYOUT_VERSION``).
 DRAWING_VERSION = 3
 PHANTOM_STRUCTURES = {"organ": 1, "box": 2, "marker": 3}  # values in make_ct_phantom's structure map
-PHANTOM_HU = {"air": -1000.0, "body": 0.0, "organ": 200.0, "box": -200.0, "marker": -600.0, "noise_sd": 20.0}
+#: Each structure stands out from the body and from its neighbours in intensity by about 300 HU or more (15 noise SDs):
+#: with the organ at +200 and the box at -200 a small network long answered "not body" for both, and the learning
+#: tests' box lesion needed most of their run (tests/learning.py has the measurements).
+PHANTOM_HU = {"air": -1000.0, "body": 0.0, "organ": 300.0, "box": -400.0, "marker": -700.0, "noise_sd": 20.0}
+#: Sizes drawn per structure, as fractions of the volume's half extent: (low, high) of the organ's semi-axes, the
+#: box's half sides and the marker's radius. Large (about 2 % of a 32³ volume each) so every step has many voxels of
+#: each structure to learn from.
+PHANTOM_EXTENT = {"organ": (0.3, 0.4), "box": (0.26, 0.32), "marker": (0.26, 0.32)}
+#: Structures are placed at least this far apart (world distance).
+PLACEMENT_GAP_MM = 3.0
 
 
 # ------------------------------------------------------------------------------------------------- geometry
@@ -142,7 +152,7 @@ def make_ct_phantom(
 
     def place(draw, extent: np.ndarray) -> np.ndarray:
         """Draw a shape at a random centre inside the body, not touching what was placed before."""
-        occupied = ndimage.binary_dilation(structures > 0, iterations=2) | ~body
+        occupied = (ndimage.distance_transform_edt(structures == 0, sampling=spacing) <= PLACEMENT_GAP_MM) | ~body
         for _attempt in range(200):
             centre = rng.uniform(-1.0, 1.0, 3) * np.maximum(0.85 * half - extent, spacing)
             mask = draw(centre)
@@ -150,14 +160,14 @@ def make_ct_phantom(
                 return mask
         raise SetupError(f"could not place a phantom structure in a volume of size {shape}; use a larger size")
 
-    organ_axes = rng.uniform(0.22, 0.32, 3) * half
+    organ_axes = rng.uniform(*PHANTOM_EXTENT["organ"], 3) * half
     organ = place(lambda c: _ellipsoid(grid, c, organ_axes), organ_axes)
     structures[organ] = PHANTOM_STRUCTURES["organ"]
-    box_half = rng.uniform(0.17, 0.23, 3) * half
+    box_half = rng.uniform(*PHANTOM_EXTENT["box"], 3) * half
     box = place(lambda c: _box(grid, c, box_half), box_half)
     structures[box] = PHANTOM_STRUCTURES["box"]
     if with_marker:
-        radius = rng.uniform(0.2, 0.26) * float(half.min())
+        radius = rng.uniform(*PHANTOM_EXTENT["marker"]) * float(half.min())
         marker = place(lambda c: _ellipsoid(grid, c, (radius,) * 3), np.full(3, radius))
         structures[marker] = PHANTOM_STRUCTURES["marker"]
     for name, value in PHANTOM_STRUCTURES.items():

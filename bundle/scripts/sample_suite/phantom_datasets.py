@@ -25,8 +25,8 @@ from .catalogue import DATALIST_FILE, REGISTRY_FILE
 #: Marker of a folder written here; holds the arguments of the last complete run (reused when they match).
 PHANTOM_MARKER = ".hermes_phantoms.json"
 #: Bump when the files written here change (4: the datalist names its registry, the registry has no modalities;
-#: 5: the registry declares the training crop).
-LAYOUT_VERSION = 5
+#: 5: the registry declares the training crop; 6: the CT drawing's larger structures, further apart in intensity).
+LAYOUT_VERSION = 6
 PHANTOM_TASK_ID_START = 96  # far above the sample suite's ids (72-82), so both extra registries can be merged
 PHANTOM_DATASETS: dict[str, dict[str, int]] = {
     # dataset -> {structure annotated: label value}; "organ" and "box" appear in the images of both datasets
