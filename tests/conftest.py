@@ -235,11 +235,11 @@ def phantoms(tmp_path_factory) -> dict:
     return make_phantom_datasets(tmp_path_factory.mktemp("phantoms"), n_cases=16, size=32, n_holdout=2, seed=0)
 
 
-#: Test files that take minutes, longest first (measured on 2 cores: the learning runs ~160 s and ~140 s, the
-#: incremental study ~110 s, the published-context check ~90 s, the export checks ~60 s). Workers take whole files
-#: (--dist loadfile); started first, they run beside the many short files instead of after them.
-LONG_FILES = ("test_learning.py", "test_learning_medformer.py", "test_incremental.py", "test_task_context.py",
-              "test_export.py")
+#: Test files that take a minute or more, longest first (measured on 2 cores: the learning runs ~130 s and ~120 s, the
+#: export checks ~60 s, the incremental study ~55 s of training, the published-context check ~35 s). Workers take whole
+#: files (--dist loadfile); started first, they run beside the many short files instead of after them.
+LONG_FILES = ("test_learning.py", "test_learning_medformer.py", "test_export.py", "test_incremental.py",
+              "test_task_context.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
