@@ -247,6 +247,27 @@ def test_transfer_regime_writes_the_measured_forgetting(study: dict, monkeypatch
     assert "forgetting: mean old-task Dice" in study["transfer_log"]
 
 
+def test_an_incremental_run_resumes_as_if_never_stopped(study: dict, tmp_path: Path) -> None:
+    """``--resume true`` in the incremental regime brings back the frozen network, the optimiser of the new rows and
+    the run's random streams: one epoch then a resume to two ends bit-identical to two epochs in one go, and the old
+    tasks' logits are still the old model's. The learning rate is constant (poly power 0): a run told to stop after one
+    epoch decays it over that epoch, so only then do both runs follow the same schedule."""
+    common = ["--datalist", study["lists"]["new_organ"], "--runs_root", tmp_path, *TINY, *RECIPE, "--finetune", "true",
+              "--finetune_model_path", study["models"] / "old.pt", "--learning_rate", "0.05",
+              "--iterations_per_epoch", "3", "--val_interval", "2", "--lr_scheduler#power", "0"]
+    for name, epochs, resume in (("whole", "2", "false"), ("halves", "1", "false"), ("halves", "2", "true")):
+        done = run_workflow_in_process("training", *common, "--run_name", name, "--max_epochs", epochs, "--resume",
+                                       resume, configs=INCREMENTAL, env=ONE_THREAD, expect_ok=True)
+    log = done.stdout + done.stderr
+    assert f"resumed {tmp_path / 'halves' / 'latest.pt'} at epoch 1, iteration 3" in log
+    assert "incremental check: old-task logits bit-identical before and after (model and EMA)" in log
+    whole, halves = load(tmp_path / "whole" / "final.pt"), load(tmp_path / "halves" / "final.pt")
+    assert (halves["epoch"], halves["iteration"]) == (whole["epoch"], whole["iteration"]) == (2, 6)
+    for key in ("model_state_dict", "ema_model_state_dict"):
+        changed = [name for name, tensor in whole[key].items() if not torch.equal(tensor, halves[key][name])]
+        assert not changed, f"{key}: the resumed run ended elsewhere in {changed[:5]}"
+
+
 # ------------------------------------------------------------------------------------------------- bad input
 def test_bad_finetune_inputs_fail_in_one_line_before_training(study: dict, tmp_path: Path) -> None:
     lists, models = study["lists"], study["models"]
