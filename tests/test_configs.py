@@ -125,3 +125,21 @@ def test_every_workflow_builds_its_registry_with_one_function(files: list[str]) 
         merged.update(_config(name))
     assert merged["task_registry"]["_target_"] == "scripts.registry.workflow.workflow_registry"
     assert "task_registry_sources" not in merged
+
+
+@pytest.mark.parametrize("name", ["train.json", "inference.json"])
+def test_the_load_chain_relies_on_no_default_monai_is_changing(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI warns on every run when a config leans on a default it is deprecating (Orientationd's ``labels`` did:
+    a FutureWarning in every user's output); the values are spelled out instead."""
+    import warnings
+
+    from monai.bundle import ConfigParser
+
+    monkeypatch.chdir(BUNDLE_ROOT)
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / name))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parser.get_parsed_content("load_transforms")
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not deprecations, f"{name}: {deprecations}"
