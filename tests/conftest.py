@@ -183,11 +183,7 @@ def run_workflow_in_process(workflow: str, *args: object, configs: Sequence[str]
     out, err = io.StringIO(), io.StringIO()
     status = 0
     _STDOUT.target, _STDERR.target = out, err
-    # threads: a training's as in run_workflow's process (one unless env says), so parallel test workers do not
-    # oversubscribe the cores and the sums are those of a process; inference keeps this interpreter's own (the
-    # stored reference label maps of test_case_pipeline.py were computed so)
-    threads = int(workflow_env(env)["OMP_NUM_THREADS"]) if workflow in ("training", "export") or env and (
-        "OMP_NUM_THREADS" in env) else None
+    threads = int(env["OMP_NUM_THREADS"]) if env and "OMP_NUM_THREADS" in env else None  # as a process would have
     with _isolated_run(env, threads), contextlib.redirect_stdout(_STDOUT), contextlib.redirect_stderr(_STDERR):
         try:
             run(workflow, config_file=configs if len(configs) > 1 else configs[0], **settings)
