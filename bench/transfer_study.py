@@ -18,8 +18,9 @@ An experiment, not a test. From ``bundle/``::
    and each new task, for the transfer and incremental models: does the new organ task (the same structure in another
    dataset) end up closer to the old organ task than the unrelated box and marker tasks?
 
-Results go to ``--out`` (JSON) and are printed as a markdown table; the transfer model's clustered task-prior heatmap
-is copied to ``docs/figures/prior_similarity_phantoms.png`` with ``--figure``.
+Results go to ``--out`` (JSON; by default ``--work/transfer_study.json``, outside the repository) and are printed as
+a markdown table; the transfer model's clustered task-prior heatmap is copied to
+``docs/figures/prior_similarity_phantoms.png`` with ``--figure``.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def main() -> None:
         help="LAMB lr of the incremental regime (only prior rows train; 0.005 barely moves them)",
     )
     parser.add_argument("--reuse_old", action="store_true", help="keep an old model already in --work/models")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("transfer_study.json")))
+    parser.add_argument("--out", default=None, help="results JSON (default: --work/transfer_study.json)")
     parser.add_argument("--figure", action="store_true", help="copy the transfer model's heatmap to docs/figures")
     args = parser.parse_args()
 
@@ -190,7 +191,7 @@ def main() -> None:
             entry["prior_similarity"] = prior_similarity(models / f"{name}.pt", work / "priors" / name, registries)
         results["regimes"][name] = entry
     results["seconds_old"] = seconds["old"]
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    Path(args.out or work / "transfer_study.json").write_text(json.dumps(results, indent=1) + "\n")
     if args.figure:
         figure = BUNDLE / "docs" / "figures" / "prior_similarity_phantoms.png"
         shutil.copyfile(work / "priors" / "transfer" / "task_similarity_all_clustered.png", figure)
