@@ -31,8 +31,13 @@ def start(flags: Flags, device: torch.device, seed: int) -> int:
 
 
 def stop() -> None:
-    """End the process group if one was started."""
+    """End the process group, all ranks together.
+
+    The barrier keeps a rank that has nothing left to do (rank 1 skips the checkpoint writes) from tearing down its
+    connections while rank 0 is still writing: gloo can then abort the early rank (SIGABRT), failing a finished run.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
