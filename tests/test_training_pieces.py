@@ -24,10 +24,9 @@ from scripts.io.atomic import OutputExistsError
 from scripts.io.checkpoints import CheckpointError
 from scripts.registry import TaskRegistry
 from scripts.training.batch import HermesPrepareBatch, HermesTargets
-from scripts.training.checkpoints import CheckpointContents, RunCheckpoints
+from scripts.training.checkpoints import CheckpointContents, ResumeFromCheckpoint, RunCheckpoints
 from scripts.training.dice_metric import PerTaskDice, PerTaskDiceHandler
 from scripts.training.weights_export import check_export_target, export_run_weights
-from scripts.training.resume import ResumeFromCheckpoint
 from scripts.training.rng import RandomStates, transform_random_states
 from scripts.training.run_folder import RunFolderError, default_run_name, resolve_run_dir
 from scripts.training.validation import ValidationSchedule
@@ -225,8 +224,8 @@ class _Run:
 
     def attach_savers(self, run_dir: Path, save_interval: int) -> None:
         self.trainer.add_event_handler(Events.EPOCH_COMPLETED, self.validate)
-        contents = CheckpointContents(self.network, self.ema, self.optimizer)
-        RunCheckpoints(str(run_dir), contents, save_interval, self.evaluator).attach(self.trainer)
+        RunCheckpoints(run_dir, self.network, self.ema, self.optimizer, evaluator=self.evaluator,
+                       save_interval=save_interval).attach(self.trainer)
 
 
 def test_checkpoints_when_and_what(tmp_path: Path, caplog) -> None:
@@ -264,20 +263,26 @@ def test_resume_restores_objects_and_progress(tmp_path: Path) -> None:
     first.attach_savers(tmp_path, save_interval=1)
     first.trainer.run(range(2), max_epochs=2)
 
-    second = _Run(first.scores)
-    contents = CheckpointContents(second.network, second.ema, second.optimizer)
-    ResumeFromCheckpoint(tmp_path / "latest.pt", contents, second.evaluator).attach(second.trainer)
+    stopped = load(tmp_path / "latest.pt")
+
+    second = _Run(first.scores)  # the same handler, told to resume: it reads latest.pt, then goes on writing
+    second.trainer.add_event_handler(Events.EPOCH_COMPLETED, second.validate)
+    RunCheckpoints(tmp_path, second.network, second.ema, second.optimizer, evaluator=second.evaluator,
+                   resume=True).attach(second.trainer)
     started: list[tuple] = []
     second.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(
         (e.state.epoch, e.state.iteration, second.evaluator.state.best_metric, second.evaluator.state.best_metric_epoch,
          second.network.weight.detach().clone())))
     second.trainer.run(range(2), max_epochs=4)
     assert started[0][:4] == (3, 4, 0.4, 2)
-    assert torch.equal(started[0][4], load(tmp_path / "latest.pt")["model_state_dict"]["weight"])
+    assert torch.equal(started[0][4], stopped["model_state_dict"]["weight"])
     assert second.optimizer.state_dict()["state"], "the optimiser moments were not restored"
+    latest = load(tmp_path / "latest.pt")
+    assert (latest["epoch"], latest["iteration"], latest["best_metric"], latest["best_metric_epoch"]) == (4, 8, 0.5, 4)
 
-    with pytest.raises(SetupError, match="is at epoch 2, not below --max_epochs 2"):
-        ResumeFromCheckpoint(tmp_path / "latest.pt", contents).attach(_engine_with_max_epochs(2))
+    contents = CheckpointContents(second.network, second.ema, second.optimizer)
+    with pytest.raises(SetupError, match="is at epoch 4, not below --max_epochs 4"):
+        ResumeFromCheckpoint(tmp_path / "latest.pt", contents).attach(_engine_with_max_epochs(4))
 
 
 def _engine_with_max_epochs(max_epochs: int) -> Engine:
@@ -427,7 +432,7 @@ def test_validation_runs_dataset_contexts_and_survives_absent_tasks(registry: Ta
                                     key_val_metric=parser.get_parsed_content("validate#key_metric"), decollate=False)
     trainer = Engine(lambda engine, batch: None)
     ValidationSchedule(interval=1, validator=evaluator).attach(trainer)
-    RunCheckpoints(str(tmp_path), CheckpointContents(predictor.network), evaluator=evaluator).attach(trainer)
+    RunCheckpoints(tmp_path, predictor.network, evaluator=evaluator).attach(trainer)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread is fastest, and never stalls on a busy machine
     try:

@@ -41,7 +41,7 @@ body's bounding box (``statistics="body"``), since whole scans have air around t
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ from monai.transforms import MapTransform, Randomizable, RandomizableTransform, 
 from monai.transforms.utils_pytorch_numpy_unification import percentile
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
+from .. import cli
 from ..errors import CaseError, SetupError
 from .body import body_box
 
@@ -253,10 +254,15 @@ class CheckImaged(MapTransform):
     files, records the first key's own grid as ``native_affine`` / ``native_shape`` (written into every output), a
     DICOM series' Modality tag as ``dicom_modality`` and its files in slice order as ``dicom_files`` (what a DICOM SEG
     references). An image that holds only a few integer values (a label map given as the image, most likely) is
-    reported through ``warn``.
+    reported through ``warn`` (one stderr line by default; None: not reported).
     """
 
-    def __init__(self, keys: KeysCollection = "image", warn: Any = None, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        warn: Callable[[str], None] | None = cli.warn,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.warn = warn
 

@@ -44,8 +44,8 @@ class CaseScorer:
         threshold: probability above which a voxel belongs to a task (0.5, as inference).
         nsd_tolerance_mm: NSD tolerance in mm.
         nsd_use_subvoxels: surfel-area NSD (True) or boundary-voxel NSD (False).
-        reader: the image reader of the inference preprocessing, so labels are read with the same geometry
-            conventions as images (MONAI's default readers when None).
+        reader: the image reader of the inference preprocessing (an instance, class or dotted name, as ``LoadImage``
+            takes it), so labels are read with the same geometry conventions as images (MONAI's defaults when None).
     """
 
     def __init__(

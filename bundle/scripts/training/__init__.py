@@ -8,13 +8,13 @@ One job per module:
 - ``dice_metric``: validation Dice per (dataset, task) on MONAI's ``CumulativeIterationMetric``;
 - ``validation``: when to validate (every N epochs and every epoch of the last few);
 - ``run_folder``: which folder a run writes to; ``checkpoints``: latest/best/final through ignite
-  ``Checkpoint`` objects, written atomically; ``resume``: continuing a run from its ``latest.pt``; ``rng``: the
+  ``Checkpoint`` objects, written atomically, and continuing a run from its ``latest.pt``; ``rng``: the
   random-number state a resumed run needs;
 - ``weights_export``: a run checkpoint's EMA weights -> a weights file for inference, with its task list (serving
   formats are ``scripts.export``);
 - ``incremental``: freezing all but new task/modality rows (``configs/incremental.json``) and the old-task check;
 - ``forgetting``: old tasks' Dice before and after a fine-tuning run (``--old_datalist``);
-- ``processes``: torchrun set-up, the rank, per-rank seeds, the validation sampler.
+- ``processes``: torchrun set-up, the rank, per-rank seeds.
 """
 
 from . import (
@@ -27,7 +27,6 @@ from . import (
     lamb,
     losses,
     processes,
-    resume,
     rng,
     run_folder,
     schedule,
@@ -45,7 +44,6 @@ __all__ = [
     "lamb",
     "losses",
     "processes",
-    "resume",
     "rng",
     "run_folder",
     "schedule",

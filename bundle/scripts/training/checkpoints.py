@@ -1,4 +1,5 @@
-"""The run's checkpoints, one fixed file name each, written atomically by one handler (:class:`RunCheckpoints`).
+"""The run's checkpoint files, owned by one trainer handler (:class:`RunCheckpoints`): written on rank 0, read back
+by ``--resume true``.
 
 - ``latest.pt`` every ``save_interval`` epochs and once at the end (unless that state is already saved): everything a
   resumed run needs (weights, EMA weights, optimiser, schedule, random-number state, progress);
@@ -7,12 +8,18 @@
 
 The files keep the published layout (``model_state_dict``, ``ema_model_state_dict``, ``optimizer_state_dict``,
 ``epoch``) plus ``iteration``, ``best_metric``, ``best_metric_epoch`` and, in ``latest.pt``, ``lr_scheduler_state_dict``
-and ``rng_state``. ``best.pt`` and ``final.pt`` are for use, not resuming: no optimiser or schedule.
+and ``rng_state``. ``best.pt`` and ``final.pt`` are for use, not resuming: no optimiser or schedule. Which objects go
+into which file is decided once, by :class:`CheckpointContents`.
 
 Each file is an ignite ``Checkpoint`` (public API only) whose save handler writes through
 ``scripts.io.atomic.atomic_torch_save`` (a killed save leaves the old file intact and its temporary is removed by the
 next save); "removing" the fixed name is a no-op, so the old file is replaced in one step. No save on an exception: a
 failed iteration's state is not worth keeping.
+
+Resuming reads ``latest.pt``, weights-only, when the handler is built, and checks it against what the run will restore
+(every entry present, the networks' tensor names and shapes), so an unusable file stops the run before any work with
+one line naming it. The objects and the progress (epoch, iteration, the evaluator's best metric) are restored when the
+trainer starts, after everything else is built, through ignite's ``Checkpoint.load_objects``.
 """
 
 from __future__ import annotations
@@ -26,8 +33,12 @@ from typing import Any
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler, Checkpoint
+from torch import nn
 
+from ..errors import SetupError, one_line
 from ..io.atomic import atomic_torch_save
+from ..io.checkpoints import CheckpointError, load_weights_only
+from .ema import unwrap_model
 from .rng import RandomStates
 from .run_folder import BEST, FINAL, LATEST
 
@@ -35,12 +46,15 @@ logger = logging.getLogger(__name__)
 
 
 class AtomicFileSaver(BaseSaveHandler):
-    """ignite save handler writing one fixed file atomically, whatever name ignite proposes."""
+    """ignite save handler writing one fixed file atomically on rank 0, whatever name ignite proposes (every rank holds
+    the same state; ignite calls a custom save handler on every rank)."""
 
     def __init__(self, dirname: str | os.PathLike, filename: str) -> None:
         self.path = Path(dirname) / filename
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if idist.get_rank() != 0:
+            return
         atomic_torch_save(dict(checkpoint), self.path, overwrite=True)
         logger.info("rank %d saved %s", idist.get_rank(), self.path)
 
@@ -99,35 +113,121 @@ class CheckpointContents:
         self.resume = {name: item for name, item in {**resume, "rng_state": rng}.items() if item is not None}
 
 
+def check_fits(module: nn.Module, weights: Any, source: str) -> None:
+    """Raise ``CheckpointError`` unless ``weights`` has exactly ``module``'s tensor names and shapes."""
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"{source}: holds a {type(weights).__name__}, not a state dict")
+    expected = unwrap_model(module).state_dict()
+    missing = [name for name in expected if name not in weights]
+    unexpected = [name for name in weights if name not in expected]
+    wrong = [name for name in expected if name in weights and tuple(weights[name].shape) != tuple(expected[name].shape)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+            for what, names in (("missing", missing), ("unexpected", unexpected), ("other shape", wrong))
+            if names
+        )
+        raise CheckpointError(
+            f"{source}: does not fit the configured network ({detail}); resume with the settings "
+            "the run was started with (network_def, task registry)"
+        )
+
+
+class ResumeFromCheckpoint:
+    """Restores a run from ``load_path`` when the trainer starts (the resume half of :class:`RunCheckpoints`).
+
+    Args:
+        load_path: the run's ``latest.pt``.
+        contents: what the run's checkpoints hold; its ``resume`` entries are restored (in their order: the
+            optimiser before the schedule).
+        evaluator: gets its best metric and epoch back (None: not restored).
+    """
+
+    def __init__(
+        self, load_path: str | os.PathLike, contents: CheckpointContents, evaluator: Engine | None = None
+    ) -> None:
+        self.load_path = Path(load_path)
+        self.load_dict = dict(contents.resume)
+        self.evaluator = evaluator
+        checkpoint = load_weights_only(self.load_path, map_location="cpu")
+        if not isinstance(checkpoint, Mapping):
+            raise CheckpointError(f"{self.load_path}: holds a {type(checkpoint).__name__}, not a training checkpoint")
+        missing = [key for key in [*self.load_dict, "epoch", "iteration"] if checkpoint.get(key) is None]
+        if missing:
+            raise CheckpointError(
+                f"{self.load_path}: lacks {', '.join(missing)}; only a latest.pt of this bundle's "
+                "training can be resumed"
+            )
+        for key, target in self.load_dict.items():
+            if isinstance(target, nn.Module):
+                check_fits(target, checkpoint[key], f"{self.load_path} ({key})")
+        self.checkpoint: Mapping[str, Any] | None = checkpoint
+
+    def attach(self, engine: Engine) -> None:
+        epoch, limit = int(self.checkpoint["epoch"]), engine.state.max_epochs
+        if limit is not None and epoch >= limit:
+            raise SetupError(
+                f"{self.load_path} is at epoch {epoch}, not below --max_epochs {limit}; raise "
+                "--max_epochs to train further"
+            )
+        progress = progress_entries(engine, self.evaluator)
+        self.load_dict.update({key: entry for key, entry in progress.items() if key in self.checkpoint})
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.checkpoint is None:
+            return
+        try:
+            Checkpoint.load_objects(to_load=self.load_dict, checkpoint=self.checkpoint, strict=True)
+        except Exception as err:  # state dicts of another optimiser, schedule or transform chain
+            raise CheckpointError(f"{self.load_path}: cannot resume from it ({one_line(err)})") from err
+        self.checkpoint = None  # a release-size file is about 1 GB
+        logger.info("resumed %s at epoch %d, iteration %d", self.load_path, engine.state.epoch, engine.state.iteration)
+
+
 class RunCheckpoints:
-    """Trainer handler writing ``latest.pt``, ``best.pt`` and ``final.pt`` into the run folder.
+    """Trainer handler owning the run folder's checkpoints: ``latest.pt``, ``best.pt``, ``final.pt`` written (rank 0),
+    and with ``resume`` the run continued from its ``latest.pt`` (every rank).
 
     Args:
         save_dir: the run folder.
-        contents: what ``latest.pt`` (``contents.resume``), ``best.pt`` and ``final.pt`` (``contents.weights``) hold.
-        save_interval: ``latest.pt`` every this many epochs (and once at the end if that epoch was not saved).
+        network, ema_model, optimizer, lr_scheduler, transforms, sampler: what the checkpoints hold
+            (:class:`CheckpointContents`; None leaves an object out).
         evaluator: where the best metric and its epoch live (None: no ``best.pt``, no best metric saved).
+        resume: continue from ``save_dir/latest.pt`` (checked now, restored when the trainer starts).
+        save_interval: ``latest.pt`` every this many epochs (and once at the end if that epoch was not saved).
 
     ``best.pt`` is written after a validation that improved the evaluator's best key metric: the evaluator keeps the
     best value and its epoch (restored on resume), so "improved" has one owner, the trainer epoch that just validated
-    is the evaluator's ``best_metric_epoch``. Attach it after the validation handler.
+    is the evaluator's ``best_metric_epoch``. Attach it after the validation handler (``latest.pt`` then holds that
+    epoch's best metric too).
     """
 
     def __init__(
         self,
         save_dir: str | os.PathLike,
-        contents: CheckpointContents,
-        save_interval: int = 1,
+        network: Any,
+        ema_model: Any = None,
+        optimizer: Any = None,
+        lr_scheduler: Any = None,
+        transforms: Any = None,
+        sampler: Any = None,
         evaluator: Engine | None = None,
+        resume: bool = False,
+        save_interval: int = 1,
     ) -> None:
+        contents = CheckpointContents(network, ema_model, optimizer, lr_scheduler, transforms, sampler)
         self.save_dir = Path(save_dir)
         self.contents = {LATEST: contents.resume, BEST: contents.weights, FINAL: contents.weights}
+        self.resume = ResumeFromCheckpoint(self.save_dir / LATEST, contents, evaluator) if resume else None
         self.save_interval = max(int(save_interval), 1)
         self.evaluator = evaluator
         self.checkpoints: dict[str, Checkpoint] = {}
         self.latest_epoch = -1
 
     def attach(self, engine: Engine) -> None:
+        if self.resume is not None:
+            self.resume.attach(engine)
         progress = progress_entries(engine, self.evaluator)
         for name, contents in self.contents.items():
             self.checkpoints[name] = Checkpoint(

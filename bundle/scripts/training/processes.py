@@ -1,8 +1,9 @@
 """One training process among several (torchrun) or alone: setting up, the rank, seeds.
 
 ``--distributed true`` (``configs/multi_gpu_train.json``) starts the process group (nccl on CUDA, gloo on CPU) and
-pins each rank's GPU; every rank seeds its own random stream (seed + rank), and only rank 0 logs. (That overlay also
-splits validation over the ranks without padding, so no case is counted twice.)
+pins each rank's GPU; every rank seeds its own random stream (seed + rank), and only rank 0 logs (that overlay sets
+``is_not_rank0``, which disables the console and TensorBoard handlers elsewhere, and splits validation over the ranks
+without padding, so no case is counted twice).
 """
 
 from __future__ import annotations
@@ -43,8 +44,3 @@ def stop() -> None:
 
 def rank() -> int:
     return idist.get_rank()
-
-
-def is_not_rank0() -> bool:
-    """Rank-0-only handlers (logging, checkpoints) are disabled with this."""
-    return rank() > 0
