@@ -88,7 +88,7 @@ def progress_entries(trainer: Engine, evaluator: Engine | None) -> dict[str, Eng
 
 
 class CheckpointContents:
-    """Which objects a run checkpoint holds, decided here once for the saver and the resume handler.
+    """Which objects a run checkpoint holds, decided here once for writing the files and for resuming from them.
 
     ``weights`` (``best.pt``, ``final.pt``): the network and its EMA, under the published names. ``resume``
     (``latest.pt``): those plus the optimiser, the schedule and the random-number state of the training chain
