@@ -224,8 +224,8 @@ class _Run:
 
     def attach_savers(self, run_dir: Path, save_interval: int) -> None:
         self.trainer.add_event_handler(Events.EPOCH_COMPLETED, self.validate)
-        RunCheckpoints(run_dir, self.network, self.ema, self.optimizer, evaluator=self.evaluator,
-                       save_interval=save_interval).attach(self.trainer)
+        RunCheckpoints(run_dir, self.evaluator, save_interval=save_interval, network=self.network, ema_model=self.ema,
+                       optimizer=self.optimizer).attach(self.trainer)
 
 
 def test_checkpoints_when_and_what(tmp_path: Path, caplog) -> None:
@@ -267,8 +267,8 @@ def test_resume_restores_objects_and_progress(tmp_path: Path) -> None:
 
     second = _Run(first.scores)  # the same handler, told to resume: it reads latest.pt, then goes on writing
     second.trainer.add_event_handler(Events.EPOCH_COMPLETED, second.validate)
-    RunCheckpoints(tmp_path, second.network, second.ema, second.optimizer, evaluator=second.evaluator,
-                   resume=True).attach(second.trainer)
+    RunCheckpoints(tmp_path, second.evaluator, resume=True, network=second.network, ema_model=second.ema,
+                   optimizer=second.optimizer).attach(second.trainer)
     started: list[tuple] = []
     second.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(
         (e.state.epoch, e.state.iteration, second.evaluator.state.best_metric, second.evaluator.state.best_metric_epoch,
@@ -432,7 +432,7 @@ def test_validation_runs_dataset_contexts_and_survives_absent_tasks(registry: Ta
                                     key_val_metric=parser.get_parsed_content("validate#key_metric"), decollate=False)
     trainer = Engine(lambda engine, batch: None)
     ValidationSchedule(interval=1, validator=evaluator).attach(trainer)
-    RunCheckpoints(tmp_path, predictor.network, evaluator=evaluator).attach(trainer)
+    RunCheckpoints(tmp_path, evaluator, network=predictor.network).attach(trainer)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread is fastest, and never stalls on a busy machine
     try:

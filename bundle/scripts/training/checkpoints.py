@@ -191,11 +191,11 @@ class RunCheckpoints:
 
     Args:
         save_dir: the run folder.
-        network, ema_model, optimizer, lr_scheduler, transforms, sampler: what the checkpoints hold
-            (:class:`CheckpointContents`; None leaves an object out).
         evaluator: where the best metric and its epoch live (None: no ``best.pt``, no best metric saved).
         resume: continue from ``save_dir/latest.pt`` (checked now, restored when the trainer starts).
         save_interval: ``latest.pt`` every this many epochs (and once at the end if that epoch was not saved).
+        objects: what the checkpoints hold, by :class:`CheckpointContents`' names (``network``, ``ema_model``,
+            ``optimizer``, ``lr_scheduler``, ``transforms``, ``sampler``).
 
     ``best.pt`` is written after a validation that improved the evaluator's best key metric: the evaluator keeps the
     best value and its epoch (restored on resume), so "improved" has one owner, the trainer epoch that just validated
@@ -206,17 +206,12 @@ class RunCheckpoints:
     def __init__(
         self,
         save_dir: str | os.PathLike,
-        network: Any,
-        ema_model: Any = None,
-        optimizer: Any = None,
-        lr_scheduler: Any = None,
-        transforms: Any = None,
-        sampler: Any = None,
         evaluator: Engine | None = None,
         resume: bool = False,
         save_interval: int = 1,
+        **objects: Any,
     ) -> None:
-        contents = CheckpointContents(network, ema_model, optimizer, lr_scheduler, transforms, sampler)
+        contents = CheckpointContents(**objects)
         self.save_dir = Path(save_dir)
         self.contents = {LATEST: contents.resume, BEST: contents.weights, FINAL: contents.weights}
         self.resume = ResumeFromCheckpoint(self.save_dir / LATEST, contents, evaluator) if resume else None
