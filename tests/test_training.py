@@ -227,6 +227,8 @@ def test_resume_with_other_shapes_is_refused(suite_run: dict) -> None:
                            "2", "--resume", "true")
     assert_one_line_failure(refused, f"--resume true: run {suite_run['run_dir']} was started with --roi_size "
                                      "[32, 32, 32] (asked: [48, 48, 48])")
+    # refused before any case is loaded: caching a user's whole dataset first can take many minutes
+    assert "Loading dataset" not in refused.stdout + refused.stderr, "the data was cached before the refusal"
 
 
 # -------------------------------------------------------------------------------- failures before any work
