@@ -126,6 +126,7 @@ def test_fresh_run_never_continues_or_rewrites_a_run(suite_run: dict) -> None:
     for word, runner in (("false", run_workflow), ("no", run_workflow_in_process)):
         refused = runner("training", *common, "--resume", word)
         assert_one_line_failure(refused, "already holds", "pass --resume true")
+        assert "Loading dataset" not in refused.stdout + refused.stderr, "the data was cached before the refusal"
     assert_one_line_failure(run_workflow_in_process("training", *common, "--resume", "maybe"),
                             "--resume: expected true or false, got 'maybe'")
     assert latest.stat().st_mtime_ns == before, "a refused run touched the checkpoint"
