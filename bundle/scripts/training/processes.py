@@ -2,7 +2,7 @@
 
 ``--distributed true`` (``configs/multi_gpu_train.json``) starts the process group (nccl on CUDA, gloo on CPU) and
 pins each rank's GPU; every rank seeds its own random stream (seed + rank), and only rank 0 logs (that overlay sets
-``is_not_rank0``, which disables the console and TensorBoard handlers elsewhere, and splits validation over the ranks
+``is_not_rank0``, which disables train.json's console and TensorBoard handlers, and splits validation over the ranks
 without padding, so no case is counted twice).
 """
 
