@@ -17,8 +17,8 @@ next save); "removing" the fixed name is a no-op, so the old file is replaced in
 failed iteration's state is not worth keeping.
 
 Resuming reads ``latest.pt``, weights-only, when the handler is built, and checks it against what the run will restore
-(every entry present, the networks' tensor names and shapes), so an unusable file stops the run before any work with
-one line naming it. The objects and the progress (epoch, iteration, the evaluator's best metric) are restored when the
+(every entry present, the networks' tensor names and shapes), so an unusable file stops the run before its first step
+with one line naming it. The objects and the progress (epoch, iteration, the evaluator's best metric) are restored when the
 trainer starts, after everything else is built, through ignite's ``Checkpoint.load_objects``.
 """
 
@@ -46,15 +46,12 @@ logger = logging.getLogger(__name__)
 
 
 class AtomicFileSaver(BaseSaveHandler):
-    """ignite save handler writing one fixed file atomically on rank 0, whatever name ignite proposes (every rank holds
-    the same state; ignite calls a custom save handler on every rank)."""
+    """ignite save handler writing one fixed file atomically, whatever name ignite proposes."""
 
     def __init__(self, dirname: str | os.PathLike, filename: str) -> None:
         self.path = Path(dirname) / filename
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        if idist.get_rank() != 0:
-            return
         atomic_torch_save(dict(checkpoint), self.path, overwrite=True)
         logger.info("rank %d saved %s", idist.get_rank(), self.path)
 
@@ -223,6 +220,8 @@ class RunCheckpoints:
     def attach(self, engine: Engine) -> None:
         if self.resume is not None:
             self.resume.attach(engine)
+        if idist.get_rank() > 0:  # every rank holds the same state: rank 0 alone gathers and writes it
+            return
         progress = progress_entries(engine, self.evaluator)
         for name, contents in self.contents.items():
             self.checkpoints[name] = Checkpoint(
