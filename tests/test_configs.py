@@ -110,7 +110,7 @@ def test_no_prose_is_stored_as_a_config_id(name: str) -> None:
     assert not fake, f"{name}: prose stored as fake config ids (put it in a component's _desc_ or the model card): {fake}"
 
 
-@pytest.mark.xfail(strict=True, reason="train.json has 297 keys: its ~50 documented options and the features "
+@pytest.mark.xfail(strict=True, reason="train.json has 295 keys: its ~50 documented options and the features "
                    "vista3d's config lacks (resume checks, exports, fine-tuning with forgetting, run folders) (issue 20)")
 def test_train_config_is_no_larger_than_vista3d() -> None:
     keys, _ = _keys_and_expressions(_config("train.json"))
