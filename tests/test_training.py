@@ -140,6 +140,7 @@ def test_truncated_latest_on_resume_is_one_line(suite_run: dict, tmp_path: Path)
     done = run_workflow("training", "--runs_root", runs, "--run_name", "t", *SUITE, "--max_epochs", "2", "--resume",
                         "true")
     assert_one_line_failure(done, str(runs / "t" / "latest.pt"), "truncated")
+    assert "Loading dataset" not in done.stdout + done.stderr, "the data was cached before the refusal"
 
 
 def test_resume_continues_removes_stale_temporary_and_exports(suite_run: dict, tmp_path: Path) -> None:

@@ -134,7 +134,10 @@ def test_run_folder_never_reuses_a_run_and_resume_needs_latest(tmp_path: Path, m
     for bad in ("", "..", "a/b"):
         with pytest.raises(RunFolderError, match="plain folder name"):
             resolve_run_dir(runs, bad)
-    (run_dir / "latest.pt").write_bytes(b"state")
+    (run_dir / "latest.pt").write_bytes(b"state")  # damaged: refused before the run builds anything else
+    with pytest.raises(CheckpointError, match="latest.pt: not a PyTorch checkpoint .* truncated"):
+        resolve_run_dir(runs, "x", resume=True)
+    torch.save({"epoch": 1}, run_dir / "latest.pt")
     assert resolve_run_dir(runs, "x", resume=True) == str(run_dir)
 
     assert re.fullmatch(r"\d{8}-\d{6}", default_run_name(runs))  # the start time
@@ -161,7 +164,7 @@ def test_a_run_folder_is_held_by_one_training_at_a_time(tmp_path: Path) -> None:
         assert holder.stdout.readline().strip() == "held"
         for resume in (False, True):
             if resume:
-                (runs / "shared" / "latest.pt").write_bytes(b"state")
+                torch.save({"epoch": 1}, runs / "shared" / "latest.pt")
             with pytest.raises(SetupError, match=rf"^--run_name {re.escape(str(runs / 'shared'))} is in use by another "
                                                  rf"run \(pid {holder.pid}\); wait for it to finish or choose another "
                                                  "--run_name$"):
@@ -187,7 +190,7 @@ def test_a_run_records_its_settings_and_task_list_and_resumes_only_with_them(tmp
     assert companions_of(run_dir / "best.pt") == [str(run_dir / "run.tasks.json")]  # every checkpoint's task list
     assert TaskRegistry.load(BUNDLE_ROOT / "configs" / "task_registry.json",
                              companions_of(run_dir / "best.pt")).num_tasks == 73
-    (run_dir / "latest.pt").write_bytes(b"state")
+    torch.save({"epoch": 1}, run_dir / "latest.pt")
     assert resolve_run_dir(runs, "r", resume=True, settings={**settings, "roi_size": [64, 64, 64]}) == str(run_dir)
     with pytest.raises(RunFolderError) as err:
         resolve_run_dir(runs, "r", resume=True, settings={**settings, "roi_size": [32, 32, 32]})

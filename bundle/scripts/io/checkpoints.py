@@ -14,15 +14,18 @@ class CheckpointError(HermesError, ValueError):
     """A checkpoint file is missing, unreadable, unsafe, or not what the caller needs."""
 
 
-def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``; every failure is a ``CheckpointError`` naming the file and why."""
+def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)``; every failure is a ``CheckpointError`` naming the file and why.
+
+    ``mmap``: map the tensors instead of reading them (checks the archive and its structure at almost no cost).
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint that loads with weights_only=True " f"({_why(path, err)})"

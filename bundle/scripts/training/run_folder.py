@@ -1,9 +1,9 @@
 """Which folder a training run writes to, and what it may find there.
 
 Every run writes into ``runs_root/run_name``. A fresh run never writes into a folder that already holds checkpoints
-(nothing a user had is overwritten); ``--resume true`` needs the folder's ``latest.pt``. Without ``--run_name`` a fresh
-run is named after its start time and a resumed one continues the newest run that has a ``latest.pt``. Under
-torch.distributed every rank takes rank 0's name.
+(nothing a user had is overwritten); ``--resume true`` needs the folder's ``latest.pt``, readable (checked here,
+before any data is loaded). Without ``--run_name`` a fresh run is named after its start time and a resumed one
+continues the newest run that has a ``latest.pt``. Under torch.distributed every rank takes rank 0's name.
 
 The folder is locked like an output folder (``scripts.io.output_folder``) for as long as the process runs, so a second
 training into the same ``--run_name`` stops at once. A fresh run writes what it is (``run.json``: the settings that
@@ -24,6 +24,7 @@ from typing import Any
 import ignite.distributed as idist
 
 from ..errors import SetupError
+from ..io.checkpoints import load_weights_only
 from ..io.files import write_json
 from ..io.output_folder import OutputFolder
 from ..registry import RUN_TASK_LIST, TaskRegistry
@@ -91,6 +92,7 @@ def resolve_run_dir(
     Raises:
         RunFolderError: a bad name; a fresh run's folder already holds checkpoints; a resumed run's has no
             ``latest.pt`` or was started with other settings.
+        CheckpointError: a resumed run's ``latest.pt`` is not a readable weights-only archive (truncated, foreign).
         SetupError: another process is training into the folder.
     """
     name = str(run_name)
@@ -110,6 +112,8 @@ def resolve_run_dir(
             f"run folder {run_dir} already holds {', '.join(existing)}; pass --resume true to "
             "continue it, or choose another --run_name"
         )
+    if resume:  # a damaged latest.pt stops the run now, not after the data is cached
+        load_weights_only(run_dir / LATEST, mmap=True)
     recorded = run_dir / RUN_SETTINGS
     settings = _plain({**(settings or {}), **({"num_tasks": registry.num_tasks} if registry is not None else {})})
     if resume and recorded.is_file():
