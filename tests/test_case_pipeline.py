@@ -116,10 +116,12 @@ def test_profile_compression_and_label_inversion(blocks, tmp_path):
     ("invert", "nearest", "--invert: expected one of probabilities, labels, got 'nearest'"),
     ("compression", "zip", "--compression: expected one of fast, default, got 'zip'"),
     ("workers", -1, "--workers: expected 0 or more, got -1"),
+    ("roi_size", [40, 40, 40], "--roi_size [40, 40, 40]: expected three window sides, each a positive multiple of 16 "
+                               "(the network's total down-sampling); the nearest that fits: [48, 48, 48]"),
 ])
 def test_bad_settings_are_refused_before_any_case(blocks, tmp_path, setting, value, message):
-    status, text = run_in_process(**BASE2, input=str(blocks["one"]), output_dir=str(tmp_path / "out"),
-                                  ckpt_path=str(WEIGHTS), modality="ct", tasks="liver", **{setting: value})
+    status, text = run_in_process(**{**BASE2, setting: value}, input=str(blocks["one"]), output_dir=str(tmp_path / "out"),
+                                  ckpt_path=str(WEIGHTS), modality="ct", tasks="liver")
     assert status == 1 and f"error: {message}" in text, text[-2000:]
     assert not list((tmp_path / "out").glob("*.nii.gz"))
 

@@ -127,3 +127,20 @@ def test_both_backbones_implement_only_what_differs() -> None:
         assert {"encode_context_free", "decode"} <= set(vars(backbone)), backbone
     assert "HermesNetwork" in inspect.getsource(WindowPredictor.forward)
     assert "hasattr" not in inspect.getsource(WindowPredictor.forward)
+
+
+def test_a_window_the_network_cannot_take_is_refused_naming_roi_size() -> None:
+    """Every side a positive multiple of the networks' size divisor, else one line naming --roi_size and the
+    nearest window that fits (training and every case of inference failed later, inside a forward pass)."""
+    from scripts.errors import SetupError
+    from scripts.networks.base import check_window
+
+    check_window([48, 64, 128])
+    check_window(32)
+    for bad, fitted in (([40, 40, 40], [48, 48, 48]), ([0, 16, 33], [16, 16, 48]), ([32, 32], None), (True, None),
+                        ("x", None), ([32.0, 32, 32], None)):
+        with pytest.raises(SetupError) as err:
+            check_window(bad)
+        text = str(err.value)
+        assert text.startswith(f"--roi_size {bad}: expected three window sides, each a positive multiple of 16 ")
+        assert text.endswith(f"the nearest that fits: {fitted}") if fitted else "nearest" not in text

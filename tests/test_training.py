@@ -246,6 +246,15 @@ def test_refused_export_is_refused_before_training(tmp_path: Path, phantoms: dic
     assert not (tmp_path / "runs").exists(), "a run folder was made before the export was refused"
 
 
+def test_a_window_the_network_cannot_take_is_refused_before_training(tmp_path: Path, phantoms: dict) -> None:
+    """--roi_size [40,40,40] used to fail after the data was cached, inside the first forward pass, with a traceback
+    about "(40, 40, 40)" and advice to pad the image."""
+    done = run_workflow_in_process("training", "--datalist", phantoms["datalist"], "--runs_root", tmp_path / "runs",
+                                   "--base_channels", "8", "--roi_size", "[40,40,40]")
+    assert_one_line_failure(done, "--roi_size [40, 40, 40]: expected three window sides, each a positive multiple of "
+                                  "16 (the network's total down-sampling); the nearest that fits: [48, 48, 48]")
+
+
 def test_datalist_problems_end_in_one_line_naming_file_and_item(tmp_path: Path, phantoms: dict) -> None:
     content = json.loads(Path(phantoms["datalist"]).read_text())
     root = Path(phantoms["datalist"]).parent

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..cli import probability
 from ..errors import SetupError
+from ..networks.base import HermesNetwork, check_window
 from ..predict import TaskContext, sliding_window_probabilities
 from ..weights import LoadedWeights, load_weights
 from .case import Case, CaseResult
@@ -47,7 +48,7 @@ class CasePredictor:
 
     def __init__(
         self,
-        network: nn.Module,
+        network: HermesNetwork,
         predictor: nn.Module,
         inferer: Callable[..., torch.Tensor],
         invert: Callable[[dict], dict],
@@ -74,6 +75,7 @@ class CasePredictor:
 
     def check(self) -> None:
         probability(self.threshold, "threshold")
+        check_window(self.inferer.roi_size, self.network.size_divisor)
         if self.invert_mode not in INVERT_MODES:
             raise SetupError(f"--invert: expected one of {', '.join(INVERT_MODES)}, got {self.invert_mode!r}")
 

@@ -25,6 +25,7 @@ from monai.transforms import (
     Transform,
 )
 
+from ..networks.base import check_window
 from .transforms import RandomizeByDatasetProbd
 
 
@@ -32,6 +33,7 @@ def spatial_augmentation(
     keys: Sequence[str], roi_size: Sequence[int], block_margin: int, affine_prob: float, mode: Sequence[str]
 ) -> list[Transform]:
     """Pad to the window, take the random block, then the random affine or the random crop."""
+    check_window(roi_size)
     keys = list(keys)
     return [
         SpatialPadd(keys, spatial_size=roi_size),

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..networks.base import SIZE_DIVISOR
+
 INPUT_NAMES = ("image", "task_index", "modality_index")
 #: The graph's outputs, in order: segmentation logits B × T × D × H × W, modality head logits B × M.
 OUTPUT_NAMES = ("seg_logits", "modality_logits")
 #: Each side: a multiple of the networks' size divisor, and at least two of them (torch.export specialises a side of
 #: one divisor, where the deepest level is a single voxel).
-SIZE_DIVISOR = 16
 MIN_SIDE = 2 * SIZE_DIVISOR
 
 

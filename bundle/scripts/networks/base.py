@@ -13,13 +13,38 @@ fusion sites), and sets ``task_head`` and ``modality_head``.
 from __future__ import annotations
 
 import abc
+import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from ..errors import SetupError
+
+#: Total down-sampling of every backbone (four halvings). The published network floors odd sizes when pooling, which
+#: silently drops border voxels; by default the bundle rejects such inputs instead (inference pads to a multiple).
+SIZE_DIVISOR = 16
 #: A segmentation output: the logits, or ``[main, auxiliary]`` (Hermes-M in training mode).
 SegOutput = torch.Tensor | list[torch.Tensor]
+
+
+def check_window(roi_size: int | Sequence[int], size_divisor: int = SIZE_DIVISOR) -> None:
+    """Refuse, naming ``--roi_size``, a window the network cannot take whole (each of its three sides a positive
+    multiple of ``size_divisor``): otherwise training and every case of inference fail later, deep in a forward."""
+    sides = [roi_size] * 3 if isinstance(roi_size, int) and not isinstance(roi_size, bool) else roi_size
+    try:
+        sides = list(sides)
+    except TypeError:
+        sides = []
+    whole = [s for s in sides if isinstance(s, int) and not isinstance(s, bool)]
+    if len(sides) == 3 and len(whole) == 3 and all(s > 0 and s % size_divisor == 0 for s in whole):
+        return
+    fitted = f"; the nearest that fits: {[size_divisor * max(1, math.ceil(s / size_divisor)) for s in whole]}"
+    raise SetupError(
+        f"--roi_size {roi_size}: expected three window sides, each a positive multiple of {size_divisor} (the "
+        f"network's total down-sampling){fitted if len(whole) == 3 else ''}"
+    )
 
 
 class Decoded(NamedTuple):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import Decoded, HermesNetwork
+from .base import SIZE_DIVISOR, Decoded, HermesNetwork
 from .blocks import DecoderStage, EncoderStage, Stem
 from .heads import ModalityHead, PosteriorPrototypeHead
 from .priors import PriorFusionLayer
@@ -20,9 +20,6 @@ from .priors import PriorFusionLayer
 LEVEL_WIDTHS = (1, 2, 4, 8, 10)
 # Where priors are fused: (level, number of prior-attention blocks) after encoder stages 2-4, then decoder stages 1-2.
 FUSION_SITES = ((2, 2), (3, 2), (4, 4), (3, 2), (2, 2))
-# Total down-sampling factor. The published network floors odd sizes when max-pooling, which silently drops border
-# voxels; by default the bundle rejects such inputs instead (inference pads to a multiple of this).
-SIZE_DIVISOR = 16
 
 
 class HermesResUNet(HermesNetwork):

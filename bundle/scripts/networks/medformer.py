@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Decoded, HermesNetwork
+from .base import SIZE_DIVISOR, Decoded, HermesNetwork
 from .bidirectional import BidirectionalFusionSite
 from .blocks import DecoderStage, Stem
 from .heads import ModalityHead, PosteriorPrototypeHead
-from .hermes import LEVEL_WIDTHS, SIZE_DIVISOR
+from .hermes import LEVEL_WIDTHS
 from .map_fusion import SemanticMapFusion
 from .medformer_blocks import ConvDownStage, MapDownStage, MapUpStage
 
