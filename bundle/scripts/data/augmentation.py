@@ -33,7 +33,6 @@ def spatial_augmentation(
     keys: Sequence[str], roi_size: Sequence[int], block_margin: int, affine_prob: float, mode: Sequence[str]
 ) -> list[Transform]:
     """Pad to the window, take the random block, then the random affine or the random crop."""
-    check_window(roi_size)
     keys = list(keys)
     return [
         SpatialPadd(keys, spatial_size=roi_size),
@@ -75,5 +74,7 @@ def intensity_augmentation(key: str = "image") -> list[Transform]:
 def published_augmentation(
     keys: Sequence[str], roi_size: Sequence[int], block_margin: int, affine_prob: float, mode: Sequence[str]
 ) -> list[Transform]:
-    """Spatial, then intensity augmentation (the image key is the first of ``keys``)."""
+    """Spatial, then intensity augmentation (the image key is the first of ``keys``); ``roi_size``, the network's
+    training window, is checked first."""
+    check_window(roi_size)
     return spatial_augmentation(keys, roi_size, block_margin, affine_prob, mode) + intensity_augmentation(keys[0])
