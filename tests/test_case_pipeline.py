@@ -118,6 +118,7 @@ def test_profile_compression_and_label_inversion(blocks, tmp_path):
     ("workers", -1, "--workers: expected 0 or more, got -1"),
     ("roi_size", [40, 40, 40], "--roi_size [40, 40, 40]: expected three window sides, each a positive multiple of 16 "
                                "(the network's total down-sampling); the nearest that fits: [48, 48, 48]"),
+    ("roi_size", 48, "--roi_size 48: expected three window sides"),  # a TypeError from deep inside before
 ])
 def test_bad_settings_are_refused_before_any_case(blocks, tmp_path, setting, value, message):
     status, text = run_in_process(**{**BASE2, setting: value}, input=str(blocks["one"]), output_dir=str(tmp_path / "out"),

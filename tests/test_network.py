@@ -135,10 +135,9 @@ def test_a_window_the_network_cannot_take_is_refused_naming_roi_size() -> None:
     from scripts.errors import SetupError
     from scripts.networks.base import check_window
 
-    check_window([48, 64, 128])
-    check_window(32)
-    for bad, fitted in (([40, 40, 40], [48, 48, 48]), ([0, 16, 33], [16, 16, 48]), ([32, 32], None), (True, None),
-                        ("x", None), ([32.0, 32, 32], None)):
+    assert check_window((48, 64, 128)) == [48, 64, 128]
+    for bad, fitted in (([40, 40, 40], [48, 48, 48]), ([0, 16, 33], [16, 16, 48]), (32, [32, 32, 32]),
+                        ([32, 32], None), (True, None), ("x", None), ([32.0, 32, 32], None)):
         with pytest.raises(SetupError) as err:
             check_window(bad)
         text = str(err.value)

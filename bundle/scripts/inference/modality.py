@@ -47,7 +47,7 @@ class ModalityStep:
         self.requested = requested
         self.predictor = predictor
         self.normalizer = normalizer
-        self.roi_size = [int(s) for s in roi_size]
+        self.roi_size = roi_size  # checked with the network's own divisor by CasePredictor.check, before any case
         self.device = torch.device(device)
 
     def check(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -29,21 +30,21 @@ SIZE_DIVISOR = 16
 SegOutput = torch.Tensor | list[torch.Tensor]
 
 
-def check_window(roi_size: int | Sequence[int], size_divisor: int = SIZE_DIVISOR) -> None:
-    """Refuse, naming ``--roi_size``, a window the network cannot take whole (each of its three sides a positive
-    multiple of ``size_divisor``): otherwise training and every case of inference fail later, deep in a forward."""
-    sides = [roi_size] * 3 if isinstance(roi_size, int) and not isinstance(roi_size, bool) else roi_size
+def check_window(roi_size: Sequence[int], size_divisor: int = SIZE_DIVISOR) -> list[int]:
+    """The window's three sides; a ``SetupError`` naming ``--roi_size`` unless each is a positive multiple of
+    ``size_divisor`` (otherwise training and every case of inference fail later, deep in a forward pass)."""
+    number = isinstance(roi_size, numbers.Integral) and not isinstance(roi_size, bool)
     try:
-        sides = list(sides)
+        sides = [roi_size] * 3 if number else list(roi_size)
     except TypeError:
         sides = []
-    whole = [s for s in sides if isinstance(s, int) and not isinstance(s, bool)]
-    if len(sides) == 3 and len(whole) == 3 and all(s > 0 and s % size_divisor == 0 for s in whole):
-        return
-    fitted = f"; the nearest that fits: {[size_divisor * max(1, math.ceil(s / size_divisor)) for s in whole]}"
+    whole = [int(s) for s in sides if isinstance(s, numbers.Integral) and not isinstance(s, bool)]
+    if not number and len(sides) == len(whole) == 3 and all(s > 0 and s % size_divisor == 0 for s in whole):
+        return whole
+    fitted = [size_divisor * max(1, math.ceil(s / size_divisor)) for s in whole]
     raise SetupError(
         f"--roi_size {roi_size}: expected three window sides, each a positive multiple of {size_divisor} (the "
-        f"network's total down-sampling){fitted if len(whole) == 3 else ''}"
+        f"network's total down-sampling){f'; the nearest that fits: {fitted}' if len(fitted) == 3 else ''}"
     )
 
 
