@@ -26,6 +26,7 @@ from ..errors import SetupError
 #: Total down-sampling of every backbone (four halvings). The published network floors odd sizes when pooling, which
 #: silently drops border voxels; by default the bundle rejects such inputs instead (inference pads to a multiple).
 SIZE_DIVISOR = 16
+
 #: A segmentation output: the logits, or ``[main, auxiliary]`` (Hermes-M in training mode).
 SegOutput = torch.Tensor | list[torch.Tensor]
 
