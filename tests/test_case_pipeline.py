@@ -119,6 +119,11 @@ def test_profile_compression_and_label_inversion(blocks, tmp_path):
     ("roi_size", [40, 40, 40], "--roi_size [40, 40, 40]: expected three window sides, each a positive multiple of 16 "
                                "(the network's total down-sampling); the nearest that fits: [48, 48, 48]"),
     ("roi_size", 48, "--roi_size 48: expected three window sides"),  # a TypeError from deep inside before
+    # these failed every case, after reading it: MONAI checks the window settings per call, a zero spacing divided
+    ("overlap", 1, "--overlap: expected the windows' overlap, a fraction in [0, 1), got 1"),
+    ("sw_batch_size", 0, "--sw_batch_size: expected 1 or more windows per network call, got 0"),
+    ("spacing", [0, 0, 0], "--spacing [0, 0, 0]: expected the voxel size in mm, one positive number or three"),
+    ("spacing", [1, 1], "--spacing [1, 1]: expected the voxel size in mm"),  # was padded to [1, 1, 1] silently
 ])
 def test_bad_settings_are_refused_before_any_case(blocks, tmp_path, setting, value, message):
     status, text = run_in_process(**{**BASE2, setting: value}, input=str(blocks["one"]), output_dir=str(tmp_path / "out"),

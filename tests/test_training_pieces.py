@@ -121,6 +121,20 @@ def test_validation_schedule_every_interval_and_last_epochs() -> None:
         ValidationSchedule(interval=0)
 
 
+def test_validation_window_settings_are_refused_before_the_first_epoch() -> None:
+    """--val_overlap 1 used to fail at the first validation, after a whole epoch of training (MONAI checks per call)."""
+    from types import SimpleNamespace
+
+    from monai.inferers import SlidingWindowInferer
+
+    for settings, message in (({"overlap": 1.0}, "--val_overlap: expected the windows' overlap, a fraction in [0, 1)"),
+                              ({"sw_batch_size": 0}, "--sw_batch_size: expected 1 or more windows per network call"),
+                              ({"roi_size": [40, 40, 40]}, "--roi_size [40, 40, 40]: expected three window sides")):
+        inferer = SlidingWindowInferer(**{"roi_size": [32, 32, 32], "sw_batch_size": 1, "overlap": 0.25, **settings})
+        with pytest.raises(SetupError, match=re.escape(message)):
+            ValidationSchedule(interval=1, validator=SimpleNamespace(inferer=inferer))
+
+
 # ------------------------------------------------------------------------------------------------- run folder
 def test_run_folder_never_reuses_a_run_and_resume_needs_latest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runs = tmp_path / "runs"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -366,3 +367,13 @@ def test_window_is_random_inside_the_block_when_the_affine_is_not_drawn(monkeypa
     assert positions.min(axis=0).tolist() == [0, 0, 0] and positions.max(axis=0).tolist() == [12, 12, 12]
     starts, resampled = _block_positions(0.5, 200, monkeypatch)
     assert 70 <= resampled <= 130, resampled  # the affine drawn with probability 0.5 (±4 sigma)
+
+
+def test_the_grid_spacing_is_one_positive_size_or_three() -> None:
+    from scripts.data.spatial import checked_spacing
+    from scripts.errors import SetupError
+
+    assert checked_spacing(1.5) == [1.5, 1.5, 1.5] and checked_spacing([3, 2, 1]) == [3.0, 2.0, 1.0]
+    for bad in ([0, 1, 1], [1, 1], [1, 1, 1, 1], -1.5, ["a", 1, 1], [float("nan")] * 3, [True, 1, 1]):
+        with pytest.raises(SetupError, match=re.escape(f"--spacing {bad}: expected the voxel size in mm")):
+            checked_spacing(bad)

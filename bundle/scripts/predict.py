@@ -7,6 +7,7 @@ sliding window), each task run in its own dataset's context (its dataset's full 
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
+from monai.inferers import SlidingWindowInferer
 from torch import nn
 
-from .networks.base import HermesNetwork
+from .errors import SetupError
+from .networks.base import SIZE_DIVISOR, HermesNetwork, check_window
 from .registry import NULL_TASK, TaskRegistry
 
 #: Pads the rows of a contexts tensor (a row's tokens are task ids and -1 nulls).
@@ -225,3 +228,23 @@ def sliding_window_probabilities(
             torch.as_tensor(modality_index, dtype=torch.long).reshape(1).to(device),
         )
     return _plain(out)[0]
+
+
+def check_sliding_window(inferer: Any, size_divisor: int = SIZE_DIVISOR, overlap_option: str = "overlap") -> None:
+    """Refuse, before any case, sliding-window settings that would otherwise fail inside every case (MONAI checks
+    them per call): the window (:func:`check_window`), the overlap (``--overlap_option``) and the windows per call.
+    Inferers other than MONAI's sliding window have none of these."""
+    if not isinstance(inferer, SlidingWindowInferer):
+        return
+    check_window(inferer.roi_size, size_divisor)
+    try:
+        overlaps = [float(o) for o in (inferer.overlap if isinstance(inferer.overlap, Sequence) else [inferer.overlap])]
+    except (TypeError, ValueError):
+        overlaps = [float("nan")]
+    if not all(0.0 <= o < 1.0 for o in overlaps):
+        raise SetupError(
+            f"--{overlap_option}: expected the windows' overlap, a fraction in [0, 1), got {inferer.overlap}"
+        )
+    batch = inferer.sw_batch_size
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+        raise SetupError(f"--sw_batch_size: expected 1 or more windows per network call, got {batch!r}")

@@ -21,8 +21,8 @@ from torch import nn
 
 from ..cli import probability
 from ..errors import SetupError
-from ..networks.base import HermesNetwork, check_window
-from ..predict import TaskContext, sliding_window_probabilities
+from ..networks.base import HermesNetwork
+from ..predict import TaskContext, check_sliding_window, sliding_window_probabilities
 from ..weights import LoadedWeights, load_weights
 from .case import Case, CaseResult
 from .labels import LabelMap
@@ -75,7 +75,7 @@ class CasePredictor:
 
     def check(self) -> None:
         probability(self.threshold, "threshold")
-        check_window(self.inferer.roi_size, self.network.size_divisor)
+        check_sliding_window(self.inferer, self.network.size_divisor)
         if self.invert_mode not in INVERT_MODES:
             raise SetupError(f"--invert: expected one of {', '.join(INVERT_MODES)}, got {self.invert_mode!r}")
 

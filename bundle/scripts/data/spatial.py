@@ -30,6 +30,8 @@ from monai.transforms import InvertibleTransform, MapTransform, Spacingd, Spatia
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import TraceKeys, ensure_tuple
 
+from ..errors import SetupError
+
 #: Grid (mm) of the published preparation, on which the registry's crop margins and minimum sizes are counted.
 PUBLISHED_SPACING_MM = 1.5
 #: Item key saying the item's dataset keeps its native slice spacing (from ``TaskRegistry.item_fields``).
@@ -49,6 +51,19 @@ def keeps_native_slices(
     if key in data or rule is None:
         return bool(data.get(key, False))
     return bool(rule(data))
+
+
+def checked_spacing(pixdim: Sequence[float] | float) -> list[float]:
+    """The network grid's voxel size per axis (one number for all three, or three); a ``SetupError`` naming
+    ``--spacing`` for anything else (a zero divided inside every case; two numbers were padded silently)."""
+    values = list(ensure_tuple(pixdim))
+    try:
+        sizes = [float(v) for v in values if not isinstance(v, bool)]
+    except (TypeError, ValueError):
+        sizes = []
+    if len(values) not in (1, 3) or len(sizes) != len(values) or not all(0.0 < v < float("inf") for v in sizes):
+        raise SetupError(f"--spacing {pixdim}: expected the voxel size in mm, one positive number or three")
+    return sizes * 3 if len(sizes) == 1 else sizes
 
 
 class DatasetSpacingd(MapTransform, InvertibleTransform):
@@ -73,8 +88,7 @@ class DatasetSpacingd(MapTransform, InvertibleTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.native_rule = native_rule
-        values = [float(v) for v in ensure_tuple(pixdim)]
-        values += [values[-1]] * (3 - len(values))
+        values = checked_spacing(pixdim)
         self.native_slices = bool(native_slices)
         self.native_key = native_key
         self.resample = Spacingd(keys, values, mode=mode, allow_missing_keys=allow_missing_keys, **kwargs)

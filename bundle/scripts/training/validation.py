@@ -10,19 +10,24 @@ from ignite.engine import Engine, Events
 from monai.engines import Evaluator
 from monai.handlers import ValidationHandler
 
+from ..predict import check_sliding_window
+
 
 class ValidationSchedule(ValidationHandler):
     """MONAI's ``ValidationHandler`` (epoch level) that also runs on each of the last ``final_epochs`` epochs.
 
     Args:
         interval: validate when the epoch is a multiple of it.
-        validator: the evaluator.
+        validator: the evaluator; its sliding-window settings are checked now (not at the first validation, after a
+            whole epoch of training).
         final_epochs: validate every epoch once ``epoch > max_epochs - final_epochs`` (0: never extra).
     """
 
     def __init__(self, interval: int, validator: Evaluator | None = None, final_epochs: int = 0) -> None:
         if int(interval) < 1 or int(final_epochs) < 0:
             raise ValueError(f"validation needs interval >= 1 and final_epochs >= 0, got {interval}, {final_epochs}")
+        if validator is not None:
+            check_sliding_window(validator.inferer, overlap_option="val_overlap")
         super().__init__(interval=int(interval), validator=validator, epoch_level=True)
         self.final_epochs = int(final_epochs)
 
