@@ -26,8 +26,8 @@ class ValidationSchedule(ValidationHandler):
     def __init__(self, interval: int, validator: Evaluator | None = None, final_epochs: int = 0) -> None:
         if int(interval) < 1 or int(final_epochs) < 0:
             raise ValueError(f"validation needs interval >= 1 and final_epochs >= 0, got {interval}, {final_epochs}")
-        if validator is not None:
-            check_sliding_window(validator.inferer, overlap_option="val_overlap")
+        if validator is not None:  # MONAI's base Evaluator has no inferer; SupervisedEvaluator's is checked
+            check_sliding_window(getattr(validator, "inferer", None), overlap_option="val_overlap")
         super().__init__(interval=int(interval), validator=validator, epoch_level=True)
         self.final_epochs = int(final_epochs)
 
