@@ -25,7 +25,6 @@ from monai.transforms import (
     Transform,
 )
 
-from ..networks.base import check_window
 from .transforms import RandomizeByDatasetProbd
 
 
@@ -74,7 +73,5 @@ def intensity_augmentation(key: str = "image") -> list[Transform]:
 def published_augmentation(
     keys: Sequence[str], roi_size: Sequence[int], block_margin: int, affine_prob: float, mode: Sequence[str]
 ) -> list[Transform]:
-    """Spatial, then intensity augmentation (the image key is the first of ``keys``); ``roi_size``, the network's
-    training window, is checked first."""
-    check_window(roi_size)
+    """Spatial, then intensity augmentation (the image key is the first of ``keys``)."""
     return spatial_augmentation(keys, roi_size, block_margin, affine_prob, mode) + intensity_augmentation(keys[0])
